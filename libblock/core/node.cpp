@@ -1,0 +1,343 @@
+// Node: the checked request contract, child edges and their role invariants, filters.
+#include "blk/node.h"
+
+#include <algorithm>
+#include <set>
+
+namespace blk {
+
+namespace {
+
+Status check_range(const Node& n, uint64_t off, uint64_t len, const char* what) {
+    if (off > n.size() || len > n.size() - off) {
+        return make_error(EINVAL, std::string(what) + " beyond the end of node '" + n.driver_name() +
+                                      "' (offset " + std::to_string(off) + ", length " +
+                                      std::to_string(len) + ", size " + std::to_string(n.size()) + ")");
+    }
+    return {};
+}
+
+}  // namespace
+
+Node::Node(std::string driver, Json options) : driver_(std::move(driver)), options_(std::move(options)) {
+    if (options_.is_object() && options_.contains("node-name") && options_["node-name"].is_string()) {
+        node_name_ = options_["node-name"].get<std::string>();
+    }
+}
+
+Node::~Node() = default;
+
+Status Node::read(uint64_t off, std::span<std::byte> buf) {
+    BLK_TRY(check_range(*this, off, buf.size(), "read"));
+    if (buf.empty()) return {};
+    return do_read(off, buf);
+}
+
+Status Node::write(uint64_t off, std::span<const std::byte> buf) {
+    if (read_only_) return make_error(EACCES, "node '" + driver_ + "' is read-only");
+    BLK_TRY(check_range(*this, off, buf.size(), "write"));
+    if (buf.empty()) return {};
+    return do_write(off, buf);
+}
+
+Status Node::flush() {
+    if (read_only_) return {};
+    return do_flush();
+}
+
+Status Node::do_write(uint64_t, std::span<const std::byte>) {
+    return make_error(ENOTSUP, "driver '" + driver_ + "' does not support writing");
+}
+
+Status Node::do_flush() { return {}; }
+
+Result<BlockStatus> Node::do_block_status(uint64_t, uint64_t bytes) {
+    BlockStatus st;
+    st.bytes = bytes;
+    st.flags = kStatusData;
+    return st;
+}
+
+Result<BlockStatus> Node::block_status(uint64_t off, uint64_t bytes) {
+    if (off >= size_ || bytes == 0) {
+        return make_error(EINVAL, "block status request outside node '" + driver_ + "' (offset " +
+                                      std::to_string(off) + ", size " + std::to_string(size_) + ")");
+    }
+    bytes = std::min(bytes, size_ - off);
+    BLK_TRY_ASSIGN(BlockStatus st, do_block_status(off, bytes));
+    if (st.bytes == 0 || st.bytes > bytes) {
+        return make_error(EIO, "driver '" + driver_ + "' returned a bad block status length");
+    }
+    if (off + st.bytes == size_) st.flags |= kStatusEof;
+
+    if (st.flags & kStatusRaw) {
+        // Pass-through: the answer is the host node's for the same bytes.
+        if (!st.file) return make_error(EIO, "driver '" + driver_ + "' passed block status to no node");
+        Node* host = st.file;
+        if (st.offset >= host->size()) {
+            BlockStatus z;
+            z.bytes = st.bytes;
+            z.flags = kStatusZero | kStatusAllocated | (st.flags & kStatusEof);
+            return z;
+        }
+        uint64_t len = std::min(st.bytes, host->size() - st.offset);
+        BLK_TRY_ASSIGN(BlockStatus inner, host->block_status(st.offset, len));
+        if (off + inner.bytes != size_) inner.flags &= ~kStatusEof;
+        else inner.flags |= kStatusEof;
+        return inner;
+    }
+
+    if (st.flags & (kStatusData | kStatusZero)) {
+        st.flags |= kStatusAllocated;
+    } else if (supports_backing()) {
+        Node* cow = cow_child(*this);
+        if (!cow) {
+            st.flags |= kStatusZero;
+        } else if (off >= cow->size()) {
+            st.flags |= kStatusZero;
+        }
+    }
+
+    if ((st.flags & kStatusRecurse) && st.file && st.file != this && (st.flags & kStatusData) &&
+        !(st.flags & kStatusZero) && (st.flags & kStatusOffsetValid)) {
+        // Ask the host whether the bytes are a hole; errors only lose that extra fact.
+        Node* host = st.file;
+        if (st.offset >= host->size()) {
+            st.flags |= kStatusZero;
+        } else {
+            uint64_t len = std::min(st.bytes, host->size() - st.offset);
+            auto inner = host->block_status(st.offset, len);
+            if (inner) {
+                if ((inner->flags & kStatusEof) && (inner->flags & kStatusData) && inner->bytes == len &&
+                    len < st.bytes) {
+                    st.flags |= kStatusZero;
+                } else {
+                    st.bytes = inner->bytes;
+                    st.flags |= (inner->flags & kStatusZero);
+                }
+            }
+        }
+    }
+    st.flags &= ~(kStatusRaw | kStatusRecurse);
+    if (off + st.bytes != size_) st.flags &= ~kStatusEof;
+    return st;
+}
+
+Result<uint64_t> Node::allocated_file_size() const {
+    // Formats: the sum over children that hold data or metadata (qemu's default).
+    uint64_t sum = 0;
+    bool any = false;
+    for (const Child& c : children_) {
+        if (!(c.roles & (kRoleData | kRoleMetadata))) continue;
+        auto r = c.node->allocated_file_size();
+        if (!r) return r;
+        sum += *r;
+        any = true;
+    }
+    if (!any) return make_error(ENOTSUP, "allocated size unknown for '" + driver_ + "'");
+    return sum;
+}
+
+std::string Node::filename() const {
+    // A node whose own options are just its driver and a primary child takes the child's
+    // filename; anything else needs the full json: description.
+    if (const Node* p = primary_child(*this)) {
+        bool only_defaults = true;
+        for (auto it = options_.begin(); it != options_.end(); ++it) {
+            const std::string& k = it.key();
+            if (k == "driver" || k == "node-name" || k == "read-only" || k == "force-share" ||
+                k == "auto-read-only" || k == "cache" || k == "discard" || k == "detect-zeroes")
+                continue;
+            const Child* c = find_child(k);
+            if (c && (c->roles & kRolePrimary)) continue;
+            if (c && (c->roles & kRoleCow)) continue;
+            only_defaults = false;
+        }
+        if (only_defaults) return p->filename();
+    }
+    return to_json_filename(options_);
+}
+
+Status Node::attach_child(std::string name, std::shared_ptr<Node> child, unsigned roles) {
+    if (!child) return make_error(EINVAL, "no node to attach as '" + name + "'");
+    if (child.get() == this) return make_error(EINVAL, "a node cannot be its own child");
+    if (find_child(name)) return make_error(EINVAL, "child '" + name + "' already attached");
+    if ((roles & kRoleFiltered) && (roles & (kRoleData | kRoleMetadata | kRoleCow))) {
+        return make_error(EINVAL, "child '" + name + "': a filtered child cannot also be data, metadata or cow");
+    }
+    for (const Child& c : children_) {
+        if ((roles & kRoleFiltered) && (c.roles & kRoleFiltered))
+            return make_error(EINVAL, "node '" + driver_ + "' already has a filtered child");
+        if ((roles & kRoleCow) && (c.roles & kRoleCow))
+            return make_error(EINVAL, "node '" + driver_ + "' already has a backing (cow) child");
+        if ((roles & kRolePrimary) && (c.roles & kRolePrimary))
+            return make_error(EINVAL, "node '" + driver_ + "' already has a primary child");
+        if ((roles & kRoleFiltered) && (c.roles & (kRoleData | kRoleMetadata | kRoleCow)))
+            return make_error(EINVAL, "node '" + driver_ + "': a filtered child excludes other data children");
+        if ((c.roles & kRoleFiltered) && (roles & (kRoleData | kRoleMetadata | kRoleCow)))
+            return make_error(EINVAL, "node '" + driver_ + "' is a filter; it takes no data children");
+    }
+    if (is_filter() && (roles & kRoleFiltered) != 0 && (roles & kRolePrimary) == 0) {
+        return make_error(EINVAL, "filter '" + driver_ + "': its filtered child must be primary");
+    }
+    children_.push_back(Child{std::move(name), std::move(child), roles});
+    return {};
+}
+
+std::shared_ptr<Node> Node::detach_child(const std::string& name) {
+    auto it = std::find_if(children_.begin(), children_.end(), [&](const Child& c) { return c.name == name; });
+    if (it == children_.end()) return nullptr;
+    auto n = it->node;
+    children_.erase(it);
+    return n;
+}
+
+Child* Node::find_child(const std::string& name) {
+    for (Child& c : children_)
+        if (c.name == name) return &c;
+    return nullptr;
+}
+
+const Child* Node::find_child(const std::string& name) const {
+    for (const Child& c : children_)
+        if (c.name == name) return &c;
+    return nullptr;
+}
+
+// --- FilterNode ---
+
+Status FilterNode::attach_filtered(std::string name, std::shared_ptr<Node> child) {
+    uint64_t sz = child ? child->size() : 0;
+    BLK_TRY(attach_child(std::move(name), std::move(child), kRoleFiltered | kRolePrimary));
+    size_ = sz;
+    return {};
+}
+
+Node& FilterNode::below() const { return *filtered_child(*this); }
+
+std::string FilterNode::filename() const { return Node::filename(); }
+
+Result<uint64_t> FilterNode::allocated_file_size() const {
+    const Node* c = filtered_child(*this);
+    if (!c) return make_error(ENOTSUP, "filter without child");
+    return c->allocated_file_size();
+}
+
+Status FilterNode::do_read(uint64_t off, std::span<std::byte> buf) { return below().read(off, buf); }
+
+Status FilterNode::do_write(uint64_t off, std::span<const std::byte> buf) { return below().write(off, buf); }
+
+Status FilterNode::do_flush() { return below().flush(); }
+
+Result<BlockStatus> FilterNode::do_block_status(uint64_t off, uint64_t bytes) {
+    BlockStatus st;
+    st.bytes = bytes;
+    st.flags = kStatusRaw | kStatusOffsetValid;
+    st.offset = off;
+    st.file = &below();
+    return st;
+}
+
+// --- Accessors ---
+
+static Node* child_with(const Node& n, unsigned role) {
+    for (const Child& c : n.children())
+        if (c.roles & role) return c.node.get();
+    return nullptr;
+}
+
+Node* filtered_child(const Node& n) { return child_with(n, kRoleFiltered); }
+Node* cow_child(const Node& n) { return child_with(n, kRoleCow); }
+Node* primary_child(const Node& n) { return child_with(n, kRolePrimary); }
+
+const Child* cow_edge(const Node& n) {
+    for (const Child& c : n.children())
+        if (c.roles & kRoleCow) return &c;
+    return nullptr;
+}
+
+std::vector<Node*> data_children(const Node& n) {
+    std::vector<Node*> out;
+    for (const Child& c : n.children())
+        if (c.roles & kRoleData) out.push_back(c.node.get());
+    return out;
+}
+
+Node* skip_filters(Node* n) {
+    while (n && n->is_filter()) {
+        Node* f = filtered_child(*n);
+        if (!f) break;
+        n = f;
+    }
+    return n;
+}
+
+Node* backing_chain_next(Node* n) {
+    n = skip_filters(n);
+    if (!n) return nullptr;
+    return skip_filters(cow_child(*n));
+}
+
+// --- Graph edits ---
+
+std::vector<Node*> Graph::nodes() const {
+    std::vector<Node*> out;
+    std::set<const Node*> seen;
+    std::vector<Node*> stack;
+    if (root) stack.push_back(root.get());
+    while (!stack.empty()) {
+        Node* n = stack.back();
+        stack.pop_back();
+        if (!seen.insert(n).second) continue;
+        out.push_back(n);
+        const auto& ch = n->children();
+        for (auto it = ch.rbegin(); it != ch.rend(); ++it) stack.push_back(it->node.get());
+    }
+    return out;
+}
+
+static void redirect_edges(Graph& g, const Node* x, const std::shared_ptr<Node>& y, const Node* except) {
+    for (Node* p : g.nodes()) {
+        if (p == except || p == y.get()) continue;
+        for (const Child& c : p->children()) {
+            if (c.node.get() != x) continue;
+            Child* edge = p->find_child(c.name);
+            edge->node = y;
+        }
+    }
+    if (g.root.get() == x) g.root = y;
+}
+
+Status insert_filter_above(Graph& g, const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& filter) {
+    if (!filter->is_filter()) return make_error(EINVAL, "'" + filter->driver_name() + "' is not a filter");
+    if (!filter->children().empty()) return make_error(EINVAL, "the filter to insert already has children");
+    // Collect parents before the filter takes x, so the filter's own edge stays.
+    std::vector<Node*> parents = g.nodes();
+    BLK_TRY(filter->attach_child("file", x, kRoleFiltered | kRolePrimary));
+    for (Node* p : parents) {
+        for (const Child& c : p->children()) {
+            if (c.node != x) continue;
+            p->find_child(c.name)->node = filter;
+        }
+    }
+    if (g.root == x) g.root = filter;
+    return {};
+}
+
+Status replace_node(Graph& g, const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& y) {
+    if (x == y) return {};
+    redirect_edges(g, x.get(), y, y.get());
+    return {};
+}
+
+Status remove_filter(Graph& g, const std::shared_ptr<Node>& f) {
+    if (!f->is_filter()) return make_error(EINVAL, "'" + f->driver_name() + "' is not a filter");
+    std::shared_ptr<Node> below;
+    for (const Child& c : f->children())
+        if (c.roles & kRoleFiltered) below = c.node;
+    if (!below) return make_error(EINVAL, "filter '" + f->driver_name() + "' has no filtered child");
+    redirect_edges(g, f.get(), below, f.get());
+    return {};
+}
+
+}  // namespace blk

@@ -1,0 +1,201 @@
+// Opening a graph: image specs to options trees, probing, children and backing chains.
+#include <climits>
+#include <cstdlib>
+#include <vector>
+
+#include "blk/driver.h"
+
+namespace blk {
+
+namespace {
+
+constexpr size_t kProbeBytes = 2048;
+
+// A stable name for loop detection: the real path of a plain file, the text otherwise.
+std::string chain_key(const std::string& filename) {
+    if (is_json_filename(filename)) return filename;
+    char buf[PATH_MAX];
+    if (realpath(filename.c_str(), buf)) return buf;
+    return filename;
+}
+
+Result<std::string> probe_format(const Registry& reg, Node& file, const std::string& filename) {
+    std::vector<std::byte> head(std::min<uint64_t>(kProbeBytes, file.size()));
+    if (!head.empty()) BLK_TRY(file.read(0, head));
+    int best = 0;
+    std::string name = "raw";
+    for (const DriverSpec* d : reg.all()) {
+        if (!d->probe) continue;
+        int score = d->probe(head, filename);
+        if (score > best) {
+            best = score;
+            name = d->name;
+        }
+    }
+    return name;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
+    if (!opts_in.is_object()) return make_error(EINVAL, "block options must be an object");
+    Json opts = opts_in;
+    if (!opts.contains("driver")) {
+        if (opts.contains("file")) {
+            // A format node with no format named: probe the file's first bytes.
+            if (!flags_.allow_probe) return make_error(EINVAL, "no format given and probing is not allowed");
+            Json probe_opts = opts["file"];
+            if (probe_opts.is_string()) return make_error(EINVAL, "node references are not supported; use file.filename=");
+            BLK_TRY_ASSIGN(std::shared_ptr<Node> file, open(probe_opts));
+            BLK_TRY_ASSIGN(std::string fmt, probe_format(reg_, *file, file->filename()));
+            opts["driver"] = fmt;
+        } else if (opts.contains("filename")) {
+            opts["driver"] = "file";
+        } else {
+            return make_error(EINVAL, "Must specify either driver or file");
+        }
+    }
+    if (!opts["driver"].is_string()) return make_error(EINVAL, "Parameter 'driver' expects a string");
+    std::string drv = opts["driver"].get<std::string>();
+    const DriverSpec* spec = reg_.find(drv);
+    if (!spec) return make_error(EINVAL, "Unknown driver '" + drv + "'");
+    BLK_TRY(validate_options(opts, spec->options, drv, spec->kind == DriverKind::Protocol));
+    return spec->open(*this, opts);
+}
+
+Result<std::shared_ptr<Node>> OpenContext::open_child(Node& parent, const Json& parent_opts,
+                                                      const std::string& name, unsigned roles,
+                                                      bool required) {
+    BLK_TRY_ASSIGN(std::shared_ptr<Node> child, open_child_unattached(parent_opts, name, required));
+    if (child) BLK_TRY(parent.attach_child(name, child, roles));
+    return child;
+}
+
+Result<std::shared_ptr<Node>> OpenContext::open_child_unattached(const Json& parent_opts, const std::string& name,
+                                                                 bool required) {
+    if (!parent_opts.contains(name)) {
+        if (required) return make_error(EINVAL, "A block device must be specified for \"" + name + "\"");
+        return std::shared_ptr<Node>();
+    }
+    const Json& copts = parent_opts[name];
+    if (copts.is_null()) {
+        if (required) return make_error(EINVAL, "A block device must be specified for \"" + name + "\"");
+        return std::shared_ptr<Node>();
+    }
+    if (copts.is_string()) {
+        return make_error(EINVAL, "'" + name + "=" + copts.get<std::string>() +
+                                      "': node references are not supported; use " + name + ".filename= or " +
+                                      name + ".driver=");
+    }
+    return open(copts);
+}
+
+Result<std::shared_ptr<Node>> OpenContext::open_backing(Node& parent, const Json& parent_opts,
+                                                        const std::string& name, const std::string& format,
+                                                        const std::string& overlay_filename) {
+    Json bopts;
+    std::string label;
+    if (parent_opts.contains("backing")) {
+        const Json& b = parent_opts["backing"];
+        if (b.is_null() || (b.is_string() && b.get<std::string>().empty())) return std::shared_ptr<Node>();
+        if (b.is_string()) return make_error(EINVAL, "'backing=" + b.get<std::string>() + "': node references are not supported");
+        bopts = b;
+        label = to_json_filename(b);
+    } else {
+        if (name.empty() || !flags_.open_backing) return std::shared_ptr<Node>();
+        if (is_json_filename(name)) {
+            BLK_TRY_ASSIGN(bopts, parse_json_filename(name).context("backing file name '" + name + "'"));
+            label = name;
+        } else {
+            BLK_TRY_ASSIGN(std::string path, resolve_backing_name(overlay_filename, name));
+            bopts = Json::object();
+            if (!format.empty()) bopts["driver"] = format;
+            bopts["file"] = Json{{"driver", "file"}, {"filename", path}};
+            label = path;
+        }
+    }
+    std::string own = chain_key(overlay_filename);
+    std::string key = chain_key(label);
+    if (key == own) return make_error(ELOOP, "backing file '" + label + "' loops back to the image itself");
+    for (const std::string& k : chain_) {
+        if (k == key) return make_error(ELOOP, "backing file loop: '" + label + "' is already in the chain");
+    }
+    if (chain_.size() + 1 >= flags_.max_chain_depth) {
+        return make_error(ELOOP, "backing chain deeper than " + std::to_string(flags_.max_chain_depth) + " images");
+    }
+    chain_.push_back(own);
+    auto child = open(bopts);
+    chain_.pop_back();
+    if (!child) return std::move(child).error().with_context("Could not open backing file '" + label + "'");
+    BLK_TRY(parent.attach_child("backing", *child, kRoleCow));
+    return *child;
+}
+
+Result<std::string> resolve_backing_name(const std::string& overlay_filename, const std::string& name) {
+    if (name.empty() || name[0] == '/' || is_json_filename(name)) return name;
+    if (is_json_filename(overlay_filename)) {
+        return make_error(EINVAL, "Cannot use relative backing file names for '" + overlay_filename + "'");
+    }
+    auto slash = overlay_filename.rfind('/');
+    if (slash == std::string::npos) return name;
+    return overlay_filename.substr(0, slash + 1) + name;
+}
+
+Result<Json> image_spec_options(const ImageSpec& spec) {
+    Json opts;
+    if (spec.image_opts) {
+        BLK_TRY_ASSIGN(opts, parse_dotted(spec.filename));
+    } else if (is_json_filename(spec.filename)) {
+        BLK_TRY_ASSIGN(opts, parse_json_filename(spec.filename));
+    } else {
+        opts = Json::object();
+        opts["file"] = Json{{"driver", "file"}, {"filename", spec.filename}};
+    }
+    if (!spec.format.empty()) {
+        if (opts.contains("driver") && opts["driver"] != spec.format) {
+            return make_error(EINVAL, "Cannot use format '" + spec.format + "' with driver '" +
+                                          opts["driver"].dump() + "' in the image options");
+        }
+        // Keep "driver" first, as qemu prints it.
+        Json out = Json::object();
+        out["driver"] = spec.format;
+        for (auto it = opts.begin(); it != opts.end(); ++it)
+            if (it.key() != "driver") out[it.key()] = it.value();
+        opts = std::move(out);
+    }
+    return opts;
+}
+
+Result<Graph> open_image(const ImageSpec& spec, const OpenFlags& flags, const ObjectStore* objects,
+                         const Registry& reg) {
+    BLK_TRY_ASSIGN(Json opts, image_spec_options(spec));
+    OpenContext ctx(reg, flags, objects);
+    BLK_TRY_ASSIGN(std::shared_ptr<Node> root, ctx.open(opts));
+    return Graph{std::move(root)};
+}
+
+Status ObjectStore::add(std::string_view spec) {
+    Json obj;
+    if (!spec.empty() && spec.front() == '{') {
+        try {
+            obj = Json::parse(spec);
+        } catch (const std::exception& e) {
+            return make_error(EINVAL, std::string("--object: invalid JSON: ") + e.what());
+        }
+    } else {
+        BLK_TRY_ASSIGN(obj, parse_dotted(spec, "qom-type"));
+    }
+    if (!obj.is_object() || !obj.contains("qom-type") || !obj["qom-type"].is_string())
+        return make_error(EINVAL, "--object: Parameter 'qom-type' is missing");
+    if (!obj.contains("id") || !obj["id"].is_string()) return make_error(EINVAL, "--object: Parameter 'id' is missing");
+    std::string id = obj["id"].get<std::string>();
+    if (objects.count(id)) return make_error(EEXIST, "--object: attempt to add duplicate object '" + id + "'");
+    std::string type = obj["qom-type"].get<std::string>();
+    if (type != "secret" && type != "throttle-group") {
+        return make_error(EINVAL, "--object: invalid object type: " + type);
+    }
+    objects.emplace(std::move(id), std::move(obj));
+    return {};
+}
+
+}  // namespace blk

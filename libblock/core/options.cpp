@@ -1,0 +1,409 @@
+// The options tree: qemu's dotted key=value grammar, json: filenames, sizes, booleans,
+// and validation against a driver's schema.
+#include "blk/options.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
+namespace blk {
+
+namespace {
+
+bool is_index(std::string_view s) {
+    if (s.empty()) return false;
+    for (char c : s)
+        if (c < '0' || c > '9') return false;
+    return true;
+}
+
+// Turns objects whose keys are all indices 0..n-1 into arrays, recursively.
+Result<Json> arrayify(Json j, const std::string& path) {
+    if (!j.is_object()) return j;
+    bool any_index = false, all_index = true;
+    for (auto it = j.begin(); it != j.end(); ++it) {
+        BLK_TRY_ASSIGN(Json v, arrayify(it.value(), path.empty() ? it.key() : path + "." + it.key()));
+        it.value() = std::move(v);
+        if (is_index(it.key())) any_index = true;
+        else all_index = false;
+    }
+    if (!any_index || j.empty()) return j;
+    if (!all_index) return make_error(EINVAL, "Parameter '" + path + "' mixes array indices and names");
+    Json arr = Json::array();
+    for (size_t i = 0; i < j.size(); ++i) {
+        std::string k = std::to_string(i);
+        if (!j.contains(k)) return make_error(EINVAL, "Parameter '" + path + "." + k + "' is missing (array indices must be contiguous from 0)");
+        arr.push_back(j[k]);
+    }
+    return arr;
+}
+
+Status insert_dotted(Json& root, const std::string& key, Json value) {
+    if (key.empty()) return make_error(EINVAL, "Invalid parameter: empty key");
+    Json* cur = &root;
+    size_t start = 0;
+    for (;;) {
+        size_t dot = key.find('.', start);
+        std::string part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+        if (part.empty()) return make_error(EINVAL, "Invalid parameter '" + key + "': empty key component");
+        if (dot == std::string::npos) {
+            if (cur->contains(part) && (*cur)[part].is_object() && !value.is_object()) {
+                return make_error(EINVAL, "Parameters '" + key + ".*' used inconsistently");
+            }
+            (*cur)[part] = std::move(value);  // a repeated key: the last one wins, as in qemu
+            return {};
+        }
+        if (!cur->contains(part)) (*cur)[part] = Json::object();
+        else if (!(*cur)[part].is_object())
+            return make_error(EINVAL, "Parameters '" + key.substr(0, dot) + "' used inconsistently");
+        cur = &(*cur)[part];
+        start = dot + 1;
+    }
+}
+
+}  // namespace
+
+Result<Json> parse_dotted(std::string_view text, std::string_view implied_key) {
+    Json root = Json::object();
+    size_t i = 0;
+    bool first = true;
+    while (i < text.size()) {
+        // key up to '=' or ','
+        size_t k = i;
+        while (k < text.size() && text[k] != '=' && text[k] != ',') ++k;
+        std::string key(text.substr(i, k - i));
+        std::string value;
+        bool has_value = k < text.size() && text[k] == '=';
+        if (!has_value && first && !implied_key.empty()) {
+            // "secret,id=x": the first element is the implied key's value (",," escapes too).
+            size_t j = i;
+            while (j < text.size()) {
+                if (text[j] == ',') {
+                    if (j + 1 < text.size() && text[j + 1] == ',') {
+                        value += ',';
+                        j += 2;
+                        continue;
+                    }
+                    break;
+                }
+                value += text[j++];
+            }
+            key = std::string(implied_key);
+            i = j;
+        } else if (has_value) {
+            size_t j = k + 1;
+            while (j < text.size()) {
+                if (text[j] == ',') {
+                    if (j + 1 < text.size() && text[j + 1] == ',') {
+                        value += ',';
+                        j += 2;
+                        continue;
+                    }
+                    break;
+                }
+                value += text[j++];
+            }
+            i = j;
+        } else {
+            // A bare key is a boolean switch, as QemuOpts reads it.
+            if (key.empty()) return make_error(EINVAL, "Invalid parameter: empty key in '" + std::string(text) + "'");
+            value = "on";
+            i = k;
+        }
+        if (key.empty()) return make_error(EINVAL, "Invalid parameter: empty key in '" + std::string(text) + "'");
+        for (char c : key) {
+            if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_')) {
+                return make_error(EINVAL, "Invalid parameter '" + key + "'");
+            }
+        }
+        BLK_TRY(insert_dotted(root, key, value));
+        first = false;
+        if (i < text.size()) ++i;  // skip ','
+    }
+    return arrayify(std::move(root), "");
+}
+
+bool is_json_filename(std::string_view filename) { return filename.rfind("json:", 0) == 0; }
+
+Result<Json> expand_dotted_keys(const Json& obj) {
+    if (!obj.is_object()) return obj;
+    Json out = Json::object();
+    for (auto it = obj.begin(); it != obj.end(); ++it) {
+        BLK_TRY_ASSIGN(Json v, expand_dotted_keys(it.value()));
+        if (it.key().find('.') == std::string::npos) {
+            if (out.contains(it.key()) && out[it.key()].is_object() && v.is_object()) {
+                for (auto jt = v.begin(); jt != v.end(); ++jt) out[it.key()][jt.key()] = jt.value();
+            } else if (out.contains(it.key())) {
+                return make_error(EINVAL, "Parameter '" + it.key() + "' is given twice");
+            } else {
+                out[it.key()] = std::move(v);
+            }
+        } else {
+            BLK_TRY(insert_dotted(out, it.key(), std::move(v)));
+        }
+    }
+    return arrayify(std::move(out), "");
+}
+
+Result<Json> parse_json_filename(std::string_view filename) {
+    if (!is_json_filename(filename)) return make_error(EINVAL, "not a json: filename");
+    std::string_view body = filename.substr(5);
+    Json j;
+    try {
+        j = Json::parse(body);
+    } catch (const std::exception& e) {
+        return make_error(EINVAL, "Could not parse the JSON options: " + std::string(e.what()));
+    }
+    if (!j.is_object()) return make_error(EINVAL, "Invalid JSON object given");
+    return expand_dotted_keys(j);
+}
+
+Result<uint64_t> parse_size(std::string_view text) {
+    std::string s(text);
+    if (s.empty()) return make_error(EINVAL, "invalid size: empty");
+    if (s[0] == '-' || s[0] == '+' || std::isspace(static_cast<unsigned char>(s[0])))
+        return make_error(EINVAL, "invalid size '" + s + "'");
+    size_t pos = 0;
+    while (pos < s.size() && std::isdigit(static_cast<unsigned char>(s[pos]))) ++pos;
+    if (pos == 0) return make_error(EINVAL, "invalid size '" + s + "'");
+    std::string int_part = s.substr(0, pos);
+    std::string frac_part;
+    if (pos < s.size() && s[pos] == '.') {
+        size_t f = pos + 1;
+        while (f < s.size() && std::isdigit(static_cast<unsigned char>(s[f]))) ++f;
+        frac_part = s.substr(pos + 1, f - pos - 1);
+        if (frac_part.empty()) return make_error(EINVAL, "invalid size '" + s + "'");
+        pos = f;
+    }
+    uint64_t mult = 1;
+    if (pos < s.size()) {
+        if (pos + 1 != s.size()) return make_error(EINVAL, "invalid size '" + s + "'");
+        switch (s[pos]) {
+            case 'b': case 'B': mult = 1; break;
+            case 'k': case 'K': mult = 1ull << 10; break;
+            case 'm': case 'M': mult = 1ull << 20; break;
+            case 'g': case 'G': mult = 1ull << 30; break;
+            case 't': case 'T': mult = 1ull << 40; break;
+            case 'p': case 'P': mult = 1ull << 50; break;
+            case 'e': case 'E': mult = 1ull << 60; break;
+            default: return make_error(EINVAL, "invalid size '" + s + "': unknown suffix");
+        }
+    }
+    if (!frac_part.empty() && mult == 1) {
+        return make_error(EINVAL, "invalid size '" + s + "': a fraction needs a unit suffix");
+    }
+    errno = 0;
+    unsigned long long whole = std::strtoull(int_part.c_str(), nullptr, 10);
+    if (errno == ERANGE) return make_error(ERANGE, "size '" + s + "' is too large");
+    if (whole > std::numeric_limits<uint64_t>::max() / mult) return make_error(ERANGE, "size '" + s + "' is too large");
+    uint64_t v = whole * mult;
+    if (!frac_part.empty()) {
+        long double frac = std::strtold(("0." + frac_part).c_str(), nullptr);
+        long double extra = frac * static_cast<long double>(mult);
+        if (static_cast<long double>(std::numeric_limits<uint64_t>::max() - v) < extra)
+            return make_error(ERANGE, "size '" + s + "' is too large");
+        v += static_cast<uint64_t>(extra);
+    }
+    return v;
+}
+
+Result<bool> parse_bool(std::string_view text) {
+    if (text == "on" || text == "true" || text == "yes") return true;
+    if (text == "off" || text == "false" || text == "no") return false;
+    return make_error(EINVAL, "'" + std::string(text) + "' is not a boolean (use on/off)");
+}
+
+const Schema& common_schema() {
+    static const Schema s = {
+        {"driver", OptType::String, "block driver name"},
+        {"node-name", OptType::String, "name of the node"},
+        {"read-only", OptType::Bool, "open read-only"},
+        {"auto-read-only", OptType::Bool, "fall back to read-only if writing is not possible"},
+        {"force-share", OptType::Bool, "open without taking locks (-U)"},
+        {"cache.direct", OptType::Bool, "bypass the host page cache"},
+        {"cache.no-flush", OptType::Bool, "ignore flush requests"},
+        {"discard", OptType::Enum, "discard requests", {"ignore", "off", "unmap", "on"}},
+        {"detect-zeroes", OptType::Enum, "detect zero writes", {"off", "on", "unmap"}},
+    };
+    return s;
+}
+
+namespace {
+
+const OptSpec* find_spec(const Schema& schema, std::string_view name) {
+    for (const OptSpec& o : common_schema())
+        if (o.name == name) return &o;
+    for (const OptSpec& o : schema)
+        if (o.name == name) return &o;
+    return nullptr;
+}
+
+bool has_prefix_spec(const Schema& schema, const std::string& prefix) {
+    auto check = [&](const Schema& s) {
+        for (const OptSpec& o : s)
+            if (o.name.rfind(prefix + ".", 0) == 0) return true;
+        return false;
+    };
+    return check(common_schema()) || check(schema);
+}
+
+Status check_value(const OptSpec& spec, const Json& v, const std::string& key) {
+    auto expects = [&](const char* what) {
+        return make_error(EINVAL, "Parameter '" + key + "' expects " + what);
+    };
+    switch (spec.type) {
+        case OptType::Child:
+            if (v.is_object() || v.is_string() || v.is_null()) return {};
+            return expects("a block device definition or reference");
+        case OptType::String:
+            if (v.is_string() || v.is_number()) return {};
+            return expects("a string");
+        case OptType::Bool:
+            if (v.is_boolean()) return {};
+            if (v.is_string() && parse_bool(v.get<std::string>())) return {};
+            return expects("'on' or 'off'");
+        case OptType::Size:
+            if (v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0)) return {};
+            if (v.is_string()) {
+                auto r = parse_size(v.get<std::string>());
+                if (r) return {};
+                return expects("a non-negative number below 2^64 (optional suffix k, M, G, T, P, E)");
+            }
+            return expects("a size value");
+        case OptType::Int:
+            if (v.is_number_integer()) return {};
+            if (v.is_string()) {
+                const std::string s = v.get<std::string>();
+                char* end = nullptr;
+                errno = 0;
+                (void)std::strtoll(s.c_str(), &end, 0);
+                if (!s.empty() && end && *end == '\0' && errno == 0) return {};
+            }
+            return expects("an integer");
+        case OptType::Enum: {
+            if (v.is_string()) {
+                for (const auto& c : spec.choices)
+                    if (c == v.get<std::string>()) return {};
+                std::string list;
+                for (const auto& c : spec.choices) list += (list.empty() ? "" : ", ") + c;
+                return make_error(EINVAL, "Parameter '" + key + "' does not accept value '" + v.get<std::string>() +
+                                              "' (expected one of: " + list + ")");
+            }
+            return expects("a string");
+        }
+    }
+    return {};
+}
+
+Status validate_level(const Json& opts, const Schema& schema, std::string_view driver, bool is_protocol,
+                      const std::string& prefix) {
+    for (auto it = opts.begin(); it != opts.end(); ++it) {
+        std::string name = prefix.empty() ? it.key() : prefix + "." + it.key();
+        const OptSpec* spec = find_spec(schema, name);
+        if (!spec) {
+            if (it.value().is_object() && has_prefix_spec(schema, name)) {
+                BLK_TRY(validate_level(it.value(), schema, driver, is_protocol, name));
+                continue;
+            }
+            return make_error(EINVAL, std::string("Block ") + (is_protocol ? "protocol '" : "format '") +
+                                          std::string(driver) + (is_protocol ? "' doesn't support" : "' does not support") +
+                                          " the option '" + name + "'");
+        }
+        BLK_TRY(check_value(*spec, it.value(), name));
+    }
+    return {};
+}
+
+}  // namespace
+
+Status validate_options(const Json& opts, const Schema& schema, std::string_view driver, bool is_protocol) {
+    if (!opts.is_object()) return make_error(EINVAL, "options for '" + std::string(driver) + "' must be an object");
+    return validate_level(opts, schema, driver, is_protocol, "");
+}
+
+Result<std::optional<std::string>> opt_string(const Json& opts, std::string_view key) {
+    auto it = opts.find(std::string(key));
+    if (it == opts.end() || it->is_null()) return std::optional<std::string>();
+    if (it->is_string()) return std::optional<std::string>(it->get<std::string>());
+    if (it->is_number()) return std::optional<std::string>(it->dump());
+    return make_error(EINVAL, "Parameter '" + std::string(key) + "' expects a string");
+}
+
+Result<std::optional<bool>> opt_bool(const Json& opts, std::string_view key) {
+    auto it = opts.find(std::string(key));
+    if (it == opts.end() || it->is_null()) return std::optional<bool>();
+    if (it->is_boolean()) return std::optional<bool>(it->get<bool>());
+    if (it->is_string()) {
+        auto b = parse_bool(it->get<std::string>());
+        if (!b) return std::move(b).error().with_context("Parameter '" + std::string(key) + "'");
+        return std::optional<bool>(*b);
+    }
+    return make_error(EINVAL, "Parameter '" + std::string(key) + "' expects 'on' or 'off'");
+}
+
+Result<std::optional<uint64_t>> opt_size(const Json& opts, std::string_view key) {
+    auto it = opts.find(std::string(key));
+    if (it == opts.end() || it->is_null()) return std::optional<uint64_t>();
+    if (it->is_number_unsigned()) return std::optional<uint64_t>(it->get<uint64_t>());
+    if (it->is_number_integer() && it->get<int64_t>() >= 0)
+        return std::optional<uint64_t>(static_cast<uint64_t>(it->get<int64_t>()));
+    if (it->is_string()) {
+        auto r = parse_size(it->get<std::string>());
+        if (!r) return std::move(r).error().with_context("Parameter '" + std::string(key) + "'");
+        return std::optional<uint64_t>(*r);
+    }
+    return make_error(EINVAL, "Parameter '" + std::string(key) + "' expects a size value");
+}
+
+Result<std::optional<int64_t>> opt_int(const Json& opts, std::string_view key) {
+    auto it = opts.find(std::string(key));
+    if (it == opts.end() || it->is_null()) return std::optional<int64_t>();
+    if (it->is_number_integer()) return std::optional<int64_t>(it->get<int64_t>());
+    if (it->is_string()) {
+        const std::string s = it->get<std::string>();
+        char* end = nullptr;
+        errno = 0;
+        long long v = std::strtoll(s.c_str(), &end, 0);
+        if (!s.empty() && end && *end == '\0' && errno == 0) return std::optional<int64_t>(v);
+    }
+    return make_error(EINVAL, "Parameter '" + std::string(key) + "' expects an integer");
+}
+
+namespace {
+
+void append_json(std::string& out, const Json& j) {
+    if (j.is_object()) {
+        out += '{';
+        bool first = true;
+        for (auto it = j.begin(); it != j.end(); ++it) {
+            if (!first) out += ", ";
+            first = false;
+            out += Json(it.key()).dump();
+            out += ": ";
+            append_json(out, it.value());
+        }
+        out += '}';
+    } else if (j.is_array()) {
+        out += '[';
+        bool first = true;
+        for (const Json& e : j) {
+            if (!first) out += ", ";
+            first = false;
+            append_json(out, e);
+        }
+        out += ']';
+    } else {
+        out += j.dump();
+    }
+}
+
+}  // namespace
+
+std::string to_json_filename(const Json& opts) {
+    std::string out = "json:";
+    append_json(out, opts);
+    return out;
+}
+
+}  // namespace blk

@@ -1,0 +1,187 @@
+// Node (one driver instance), Child (a named edge with role bits) and the graph accessors.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "blk/options.h"
+#include "blk/result.h"
+
+namespace blk {
+
+class Node;
+
+// What a child is for. Stored on the edge, checked when the edge is made.
+enum Role : unsigned {
+    kRoleData = 1u << 0,      // guest data lives here
+    kRoleMetadata = 1u << 1,  // format metadata lives here
+    kRoleFiltered = 1u << 2,  // the node is a filter over this child
+    kRoleCow = 1u << 3,       // backing: unallocated ranges read from here
+    kRolePrimary = 1u << 4,   // the node's main child (the one that names it)
+};
+
+// Block status flags (one layer).
+enum StatusFlag : unsigned {
+    kStatusData = 1u << 0,         // reads return data from this layer or below
+    kStatusZero = 1u << 1,         // reads return zeroes
+    kStatusOffsetValid = 1u << 2,  // `offset` in `file` holds the bytes
+    kStatusAllocated = 1u << 3,    // this layer determines the content (not the backing)
+    kStatusCompressed = 1u << 4,   // stored compressed
+    kStatusRaw = 1u << 5,          // driver hook only: "ask `file` at `offset`" (pass-through)
+    kStatusRecurse = 1u << 6,      // driver hook only: ask `file` whether the data reads as zero
+    kStatusEof = 1u << 7,          // the run reaches the end of the node
+};
+
+struct BlockStatus {
+    uint64_t bytes = 0;     // length of the run starting at the queried offset (> 0)
+    unsigned flags = 0;     // StatusFlag bits
+    uint64_t offset = 0;    // host offset in `file`, if kStatusOffsetValid
+    Node* file = nullptr;   // host node, if kStatusOffsetValid
+};
+
+struct Child {
+    std::string name;  // "file", "backing", "data-file", "children.0", ...
+    std::shared_ptr<Node> node;
+    unsigned roles = 0;
+};
+
+// Limits a driver announces; requests are checked against them once, in the core.
+struct NodeLimits {
+    uint32_t request_alignment = 1;
+    uint64_t max_transfer = 0;  // 0: unlimited
+};
+
+class Node {
+public:
+    virtual ~Node();
+    Node(const Node&) = delete;
+    Node& operator=(const Node&) = delete;
+
+    const std::string& driver_name() const { return driver_; }
+    const std::string& node_name() const { return node_name_; }
+    void set_node_name(std::string n) { node_name_ = std::move(n); }
+    uint64_t size() const { return size_; }
+    bool read_only() const { return read_only_; }
+    const NodeLimits& limits() const { return limits_; }
+
+    // The options this node was opened with (driver, children inline), as given.
+    const Json& options() const { return options_; }
+
+    // --- I/O: checked here, then handed to the driver's hooks. Thread-safe. ---
+    // Reads [off, off+buf.size()); the range must lie within size().
+    Status read(uint64_t off, std::span<std::byte> buf);
+    Status write(uint64_t off, std::span<const std::byte> buf);
+    Status flush();
+
+    // Block status of this layer at `off` for at most `bytes` (clipped to size()).
+    // Applies the generic rules: pass-through (kStatusRaw) is followed, data/zero marks
+    // the range allocated, an unallocated range of a format without backing reads as zero,
+    // and kStatusRecurse asks the host node for holes. Requires off < size(), bytes > 0.
+    Result<BlockStatus> block_status(uint64_t off, uint64_t bytes);
+
+    // --- Children ---
+    const std::vector<Child>& children() const { return children_; }
+    // Adds an edge after checking the role invariants (one Filtered child, excluding
+    // Data/Metadata/Cow; one Cow child; one Primary child; a filter has exactly one
+    // Filtered|Primary child).
+    Status attach_child(std::string name, std::shared_ptr<Node> child, unsigned roles);
+    // Removes the edge named `name`; returns the node it pointed to (or null).
+    std::shared_ptr<Node> detach_child(const std::string& name);
+    Child* find_child(const std::string& name);
+    const Child* find_child(const std::string& name) const;
+
+    // --- Facts for info/map; drivers override what they know ---
+    virtual bool is_filter() const { return false; }
+    // True for formats that can have a backing file (qemu's supports_backing).
+    virtual bool supports_backing() const { return false; }
+    // True for protocol drivers (file, null-co).
+    virtual bool is_protocol() const { return false; }
+    // The node's filename as qemu prints it: a plain filename where the options are
+    // just that, otherwise a json:{...} pseudo-filename. The default derives it from
+    // the primary child and the node's own options.
+    virtual std::string filename() const;
+    // Backing file name recorded in the image ("" if none) and its format ("" if none).
+    virtual std::string backing_file_name() const { return {}; }
+    virtual std::string backing_format() const { return {}; }
+    // Cluster size, if the format has one.
+    virtual std::optional<uint64_t> cluster_size() const { return std::nullopt; }
+    virtual bool dirty() const { return false; }
+    // qemu's "format-specific" object ({"type": ..., "data": {...}}), or null.
+    virtual Json format_specific() const { return nullptr; }
+    // Bytes allocated on the host (qemu's actual-size); ENOTSUP if unknown.
+    virtual Result<uint64_t> allocated_file_size() const;
+
+protected:
+    Node(std::string driver, Json options);
+
+    // Driver hooks: requests reaching them are within bounds and aligned.
+    virtual Status do_read(uint64_t off, std::span<std::byte> buf) = 0;
+    virtual Status do_write(uint64_t off, std::span<const std::byte> buf);
+    virtual Status do_flush();
+    // One layer's answer, before the generic rules. Default: data at the same offset of
+    // nothing (kStatusData) for the whole range.
+    virtual Result<BlockStatus> do_block_status(uint64_t off, uint64_t bytes);
+
+    std::string driver_;
+    std::string node_name_;
+    Json options_;
+    uint64_t size_ = 0;
+    bool read_only_ = true;
+    NodeLimits limits_;
+
+private:
+    std::vector<Child> children_;
+};
+
+// Base for filters: one child with kRoleFiltered|kRolePrimary, everything passes through.
+class FilterNode : public Node {
+public:
+    bool is_filter() const override { return true; }
+    std::string filename() const override;
+    Result<uint64_t> allocated_file_size() const override;
+
+protected:
+    FilterNode(std::string driver, Json options) : Node(std::move(driver), std::move(options)) {}
+    // Attaches `child` as the filtered child named `name` and takes its size.
+    Status attach_filtered(std::string name, std::shared_ptr<Node> child);
+    Node& below() const;
+
+    Status do_read(uint64_t off, std::span<std::byte> buf) override;
+    Status do_write(uint64_t off, std::span<const std::byte> buf) override;
+    Status do_flush() override;
+    Result<BlockStatus> do_block_status(uint64_t off, uint64_t bytes) override;
+};
+
+// --- Graph accessors: code asks for the role it means ---
+Node* filtered_child(const Node& n);   // the Filtered child, or null
+Node* cow_child(const Node& n);        // the Cow (backing) child, or null
+Node* primary_child(const Node& n);    // the Primary child, or null
+std::vector<Node*> data_children(const Node& n);  // children with kRoleData
+Node* skip_filters(Node* n);           // descends Filtered children while n is a filter
+// The next layer of the backing chain below n: skips filters above and below the cow edge.
+Node* backing_chain_next(Node* n);
+const Child* cow_edge(const Node& n);  // the Cow edge itself (name and node), or null
+
+// --- Graph edits ---
+// A graph: the root node and, reachable from it, every other node. Edits find parents by
+// walking from the root, so nodes need no parent pointers.
+struct Graph {
+    std::shared_ptr<Node> root;
+    // Every node reachable from root, each once, parents before children.
+    std::vector<Node*> nodes() const;
+};
+
+// Puts `filter` (which has no children yet) above `x`: `filter` gets x as its filtered
+// child and every edge that pointed to x (or the root) now points to `filter`.
+Status insert_filter_above(Graph& g, const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& filter);
+// Every edge pointing to x (and the root), except edges of y itself, now points to y.
+Status replace_node(Graph& g, const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& y);
+// Removes filter f: its parents (and the root) now point to f's filtered child.
+Status remove_filter(Graph& g, const std::shared_ptr<Node>& f);
+
+}  // namespace blk

@@ -1,0 +1,148 @@
+// The `file` protocol: a host file or block device, with SEEK_DATA/SEEK_HOLE block status.
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "blk/driver.h"
+#include "blk/fd.h"
+
+namespace blk {
+
+namespace {
+
+class FileNode final : public Node {
+public:
+    FileNode(Json opts, std::string path, Fd fd, uint64_t size, bool read_only)
+        : Node("file", std::move(opts)), path_(std::move(path)), fd_(std::move(fd)) {
+        size_ = size;
+        read_only_ = read_only;
+    }
+
+    bool is_protocol() const override { return true; }
+    std::string filename() const override { return path_; }
+
+    Result<uint64_t> allocated_file_size() const override {
+        struct stat st;
+        if (fstat(fd_.get(), &st) != 0) return errno_error(errno, path_);
+        return static_cast<uint64_t>(st.st_blocks) * 512;
+    }
+
+protected:
+    Status do_read(uint64_t off, std::span<std::byte> buf) override {
+        size_t done = 0;
+        while (done < buf.size()) {
+            ssize_t n = ::pread(fd_.get(), buf.data() + done, buf.size() - done, static_cast<off_t>(off + done));
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                return errno_error(errno, path_ + ": read at byte " + std::to_string(off + done));
+            }
+            if (n == 0) {
+                // Past the end of the host file reads as zeroes.
+                std::memset(buf.data() + done, 0, buf.size() - done);
+                break;
+            }
+            done += static_cast<size_t>(n);
+        }
+        return {};
+    }
+
+    Status do_write(uint64_t off, std::span<const std::byte> buf) override {
+        size_t done = 0;
+        while (done < buf.size()) {
+            ssize_t n = ::pwrite(fd_.get(), buf.data() + done, buf.size() - done, static_cast<off_t>(off + done));
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                return errno_error(errno, path_ + ": write at byte " + std::to_string(off + done));
+            }
+            done += static_cast<size_t>(n);
+        }
+        return {};
+    }
+
+    Status do_flush() override {
+        if (::fdatasync(fd_.get()) != 0) return errno_error(errno, path_ + ": flush");
+        return {};
+    }
+
+    Result<BlockStatus> do_block_status(uint64_t off, uint64_t bytes) override {
+        BlockStatus st;
+        st.offset = off;
+        st.file = this;
+        st.bytes = bytes;
+        st.flags = kStatusData | kStatusOffsetValid;
+        off_t data = ::lseek(fd_.get(), static_cast<off_t>(off), SEEK_DATA);
+        if (data < 0) {
+            if (errno == ENXIO) {
+                st.flags = kStatusZero | kStatusOffsetValid;  // a hole up to the end
+            }
+            return st;  // other errors: report data, the safe answer
+        }
+        if (static_cast<uint64_t>(data) > off) {
+            st.bytes = std::min<uint64_t>(bytes, static_cast<uint64_t>(data) - off);
+            st.flags = kStatusZero | kStatusOffsetValid;
+            return st;
+        }
+        off_t hole = ::lseek(fd_.get(), static_cast<off_t>(off), SEEK_HOLE);
+        if (hole > data) st.bytes = std::min<uint64_t>(bytes, static_cast<uint64_t>(hole) - off);
+        return st;
+    }
+
+private:
+    std::string path_;
+    Fd fd_;
+};
+
+Result<std::shared_ptr<Node>> open_file(OpenContext& ctx, const Json& opts) {
+    BLK_TRY_ASSIGN(auto fname, opt_string(opts, "filename"));
+    if (!fname || fname->empty()) return make_error(EINVAL, "Parameter 'filename' is required");
+    std::string path = *fname;
+    if (path.rfind("file:", 0) == 0) path = path.substr(5);
+    bool ro = ctx.flags().read_only;
+    BLK_TRY_ASSIGN(auto ro_opt, opt_bool(opts, "read-only"));
+    if (ro_opt) ro = ro || *ro_opt;
+    int fd = ::open(path.c_str(), (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (fd < 0) return errno_error(errno, "Could not open '" + path + "'");
+    Fd f(fd);
+    struct stat st;
+    if (fstat(f.get(), &st) != 0) return errno_error(errno, "Could not stat '" + path + "'");
+    uint64_t size = 0;
+    if (S_ISBLK(st.st_mode)) {
+        if (ioctl(f.get(), BLKGETSIZE64, &size) != 0) return errno_error(errno, "Could not get size of '" + path + "'");
+    } else if (S_ISREG(st.st_mode)) {
+        size = static_cast<uint64_t>(st.st_size);
+    } else if (S_ISDIR(st.st_mode)) {
+        return make_error(EISDIR, "Could not open '" + path + "': Is a directory");
+    } else {
+        off_t end = ::lseek(f.get(), 0, SEEK_END);
+        if (end < 0) return errno_error(errno, "Could not get size of '" + path + "'");
+        size = static_cast<uint64_t>(end);
+    }
+    return std::shared_ptr<Node>(std::make_shared<FileNode>(opts, path, std::move(f), size, ro));
+}
+
+}  // namespace
+
+DriverSpec file_driver() {
+    DriverSpec d;
+    d.name = "file";
+    d.kind = DriverKind::Protocol;
+    d.description = "host file or block device";
+    d.options = {
+        {"filename", OptType::String, "path of the host file"},
+        {"aio", OptType::Enum, "AIO backend (accepted for compatibility; I/O is synchronous)", {"threads", "native", "io_uring"}, "threads"},
+        {"aio-max-batch", OptType::Int, "accepted for compatibility"},
+        {"locking", OptType::Enum, "file locking mode", {"auto", "on", "off"}, "auto"},
+        {"pr-manager", OptType::String, "accepted for compatibility"},
+        {"x-check-cache-dropped", OptType::Bool, "accepted for compatibility"},
+        {"drop-cache", OptType::Bool, "accepted for compatibility"},
+    };
+    d.open = open_file;
+    return d;
+}
+
+}  // namespace blk

@@ -1,0 +1,62 @@
+// Shared CLI pieces: image-spec flags, opening, error printing and exit codes.
+#include "common.h"
+
+#include <cstdio>
+#include <iostream>
+
+namespace blkimg {
+
+void add_image_flags(CLI::App& app, ImageArgs& args) {
+    app.add_option("-f,--format", args.format, "image format (probed from the content when omitted)");
+    app.add_flag("--image-opts", args.image_opts, "treat FILENAME as dotted image options (driver=qcow2,file.filename=x)");
+    app.add_option("--object", args.objects, "define an object (secret, throttle-group), e.g. secret,id=sec0,data=pw");
+    app.add_flag("-U,--force-share", args.force_share, "open the image shared, even if a VM is using it");
+    app.add_option("filename", args.filename, "image file, json:{...} or (with --image-opts) dotted options")->required();
+}
+
+void add_output_flag(CLI::App& app, std::string& output) {
+    app.add_option("--output", output, "output format")->check(CLI::IsMember({"human", "json"}));
+}
+
+blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing) {
+    const std::string label = "Could not open '" + args.filename + "'";
+    if (args.image_opts && !args.format.empty()) {
+        return blk::make_error(EINVAL, "--image-opts and --format are mutually exclusive");
+    }
+    blk::ObjectStore objects;
+    for (const std::string& o : args.objects) BLK_TRY(objects.add(o));
+    blk::OpenFlags flags;
+    flags.read_only = true;
+    flags.force_share = args.force_share;
+    flags.open_backing = open_backing;
+    blk::ImageSpec spec{args.filename, args.format, args.image_opts};
+    auto g = blk::open_image(spec, flags, &objects);
+    if (!g) {
+        // Avoid "Could not open 'x': Could not open 'x': ..." when the file layer said it already.
+        const std::string& msg = g.error().message;
+        if (msg.rfind(label, 0) == 0) return std::move(g).error();
+        return std::move(g).error().with_context(label);
+    }
+    return g;
+}
+
+void print_error(const std::string& message) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "blkimg: %s\n", message.c_str());
+}
+
+int parse_cli(CLI::App& app, int argc, char** argv) {
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        print_error(e.what());
+        return 1;
+    }
+    return -1;
+}
+
+}  // namespace blkimg
