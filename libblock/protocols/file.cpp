@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "blk/driver.h"
 #include "blk/fd.h"
@@ -14,6 +15,60 @@
 namespace blk {
 
 namespace {
+
+// QEMU's image locking: one byte per permission at kLockPermBase + bit (held while the
+// permission is used) and at kLockSharedBase + bit (held while it is NOT shared with others),
+// as open-file-description read locks. Honouring them keeps us from reading an image a VM
+// is writing, and keeps a VM from writing an image we are working on.
+constexpr off_t kLockPermBase = 100;
+constexpr off_t kLockSharedBase = 200;
+enum LockPerm : unsigned { kPermConsistentRead = 0, kPermWrite = 1, kPermWriteUnchanged = 2, kPermResize = 3 };
+constexpr const char* kPermNames[] = {"consistent read", "write", "write unchanged", "resize"};
+
+Status lock_byte(int fd, off_t byte) {
+    struct flock fl {};
+    fl.l_type = F_RDLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = byte;
+    fl.l_len = 1;
+    if (fcntl(fd, F_OFD_SETLK, &fl) != 0) return errno_error(errno, "lock");
+    return {};
+}
+
+// True if another open file description holds a lock on `byte`.
+bool byte_locked_by_other(int fd, off_t byte) {
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = byte;
+    fl.l_len = 1;
+    if (fcntl(fd, F_OFD_GETLK, &fl) != 0) return false;
+    return fl.l_type != F_UNLCK;
+}
+
+Status take_qemu_locks(int fd, const std::string& path, bool writable) {
+    std::vector<unsigned> perms = {kPermConsistentRead};
+    if (writable) {
+        perms.push_back(kPermWrite);
+        perms.push_back(kPermResize);
+    }
+    const unsigned unshared[] = {kPermWrite, kPermResize};
+    for (unsigned p : perms) BLK_TRY(lock_byte(fd, kLockPermBase + p).context(path));
+    for (unsigned p : unshared) BLK_TRY(lock_byte(fd, kLockSharedBase + p).context(path));
+    for (unsigned p : perms) {
+        if (byte_locked_by_other(fd, kLockSharedBase + p)) {
+            return make_error(EAGAIN, std::string("Failed to get \"") + kPermNames[p] +
+                                          "\" lock: is another process using the image [" + path + "]? (-U skips the check)");
+        }
+    }
+    for (unsigned p : unshared) {
+        if (byte_locked_by_other(fd, kLockPermBase + p)) {
+            return make_error(EAGAIN, std::string("Failed to get shared \"") + kPermNames[p] +
+                                          "\" lock: is another process using the image [" + path + "]? (-U skips the check)");
+        }
+    }
+    return {};
+}
 
 class FileNode final : public Node {
 public:
@@ -110,6 +165,12 @@ Result<std::shared_ptr<Node>> open_file(OpenContext& ctx, const Json& opts) {
     Fd f(fd);
     struct stat st;
     if (fstat(f.get(), &st) != 0) return errno_error(errno, "Could not stat '" + path + "'");
+    BLK_TRY_ASSIGN(auto locking, opt_string(opts, "locking"));
+    BLK_TRY_ASSIGN(auto share, opt_bool(opts, "force-share"));
+    bool force_share = ctx.flags().force_share || share.value_or(false);
+    if (!force_share && locking.value_or("auto") != "off" && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+        BLK_TRY(take_qemu_locks(f.get(), path, !ro).context("Could not open '" + path + "'"));
+    }
     uint64_t size = 0;
     if (S_ISBLK(st.st_mode)) {
         if (ioctl(f.get(), BLKGETSIZE64, &size) != 0) return errno_error(errno, "Could not get size of '" + path + "'");

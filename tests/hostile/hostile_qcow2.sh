@@ -1,0 +1,70 @@
+# Hostile qcow2 images: each corrupt field gets one clean error line naming the file, a
+# non-zero exit, and no crash, hang or sanitizer report (run under ASan in CI).
+source "$SRCDIR/tests/lib.sh"
+MK="python3 $SRCDIR/tests/hostile/mkhostile.py"
+: "${READIMG:?READIMG must point at blk-readimg}"
+
+qemu-img create -q -f qcow2 base.qcow2 64M
+qemu-io -f qcow2 -c 'write -P 0x11 0 128k' -c 'write -P 0x22 32M 64k' base.qcow2 >/dev/null
+qemu-img create -q -f qcow2 cbase.qcow2 64M
+qemu-io -f qcow2 -c 'write -c -P 0x33 0 64k' cbase.qcow2 >/dev/null
+
+# Bounded in time, and in memory where no sanitizer reserves shadow memory.
+run() {
+    if [ -z "${BLK_ASAN:-}" ]; then
+        timeout 30 prlimit --as=$((1 << 30)) -- "$@"
+    else
+        timeout 60 "$@"
+    fi
+}
+
+# Broken at open: every command refuses the image.
+open_cases="truncated-header bad-version cluster-bits-small cluster-bits-large cluster-bits-huge
+ l1-past-eof l1-unaligned l1-huge l1-too-small size-huge refcount-table-past-eof refcount-table-huge
+ snapshots-past-eof snapshots-huge backing-name-too-long backing-name-past-eof header-length-short
+ header-length-huge extension-too-long unknown-incompat refcount-order-bad encrypted"
+for c in $open_cases; do
+    $MK "$c" base.qcow2 "h-$c.qcow2"
+    expect_fail 1 "h-$c\.qcow2" run "$BLKIMG" info "h-$c.qcow2"
+    expect_fail 1 "h-$c\.qcow2" run "$BLKIMG" info --output=json "h-$c.qcow2"
+    expect_fail 1 "h-$c\.qcow2" run "$BLKIMG" map --output=json "h-$c.qcow2"
+    expect_fail 1 "h-$c\.qcow2" run "$READIMG" "h-$c.qcow2"
+    ok "$c refused at open"
+done
+
+# Broken tables below the header: reading the data refuses cleanly; info and map may
+# succeed (qemu-img does) but must never crash.
+read_cases="l1-entry-past-eof l1-entry-unaligned l2-entry-past-eof l2-entry-unaligned
+ l2-entry-into-refcount-table l2-entry-into-l1"
+for c in $read_cases; do
+    $MK "$c" base.qcow2 "h-$c.qcow2"
+    expect_fail 1 "h-$c\.qcow2" run "$READIMG" "h-$c.qcow2"
+    for cmd in "info" "map --output=json" "map"; do
+        rc=0
+        run "$BLKIMG" $cmd "h-$c.qcow2" >out 2>err || rc=$?
+        [ "$rc" -le 1 ] || fail "$cmd on $c exited $rc: $(cat err)"
+        ! grep -q "Sanitizer\|runtime error" err || fail "$cmd on $c: sanitizer report: $(cat err)"
+        [ "$rc" = 0 ] || grep -q "h-$c\.qcow2" err || fail "$cmd on $c: error does not name the file: $(cat err)"
+    done
+    ok "$c refused on read"
+done
+
+for c in compressed-past-eof compressed-garbage; do
+    $MK "$c" cbase.qcow2 "h-$c.qcow2"
+    expect_fail 1 "h-$c\.qcow2" run "$READIMG" "h-$c.qcow2"
+    ok "$c refused on read"
+done
+
+# A backing loop: a -> b -> a.
+qemu-img create -q -f qcow2 loop-a.qcow2 1M
+qemu-img create -q -f qcow2 -b loop-a.qcow2 -F qcow2 loop-b.qcow2
+qemu-img rebase -u -b loop-b.qcow2 -F qcow2 loop-a.qcow2
+expect_fail 1 "loop" run "$BLKIMG" map loop-b.qcow2
+expect_fail 1 "loop" run "$BLKIMG" info --backing-chain loop-b.qcow2
+expect_fail 1 "loop" run "$READIMG" loop-b.qcow2
+ok "backing loop refused"
+
+# The source image is never written: a hostile image is byte-identical afterwards.
+sum_before=$(sha256sum h-l2-entry-past-eof.qcow2)
+run "$BLKIMG" map h-l2-entry-past-eof.qcow2 >/dev/null 2>&1 || true
+expect_eq "hostile image unchanged" "$sum_before" "$(sha256sum h-l2-entry-past-eof.qcow2)"
