@@ -1,0 +1,246 @@
+// qcow2 on-disk structures: header parsing with bounds checks, L2 entry decoding.
+#include "format.h"
+
+#include <cstdio>
+
+#include "blk/endian.h"
+
+namespace blk::qcow2 {
+
+namespace {
+
+constexpr uint64_t kMinSnapshotEntryBytes = 40;
+constexpr uint64_t kFeatureEntryBytes = 48;
+
+Error bad(const std::string& msg) { return make_error(EINVAL, msg); }
+
+std::string hex(uint64_t v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%#llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+// Checks that a table of `bytes` at `offset` is cluster-aligned and inside the file.
+Status check_table(const Header& h, uint64_t offset, uint64_t bytes, uint64_t file_size, const char* what) {
+    if (offset % h.cluster_size() != 0) return bad(std::string(what) + " offset " + hex(offset) + " is not cluster-aligned");
+    if (offset == 0 && bytes != 0) return bad(std::string(what) + " overlaps the header");
+    if (offset > file_size || bytes > file_size - offset) {
+        return bad(std::string(what) + " at " + hex(offset) + " (" + std::to_string(bytes) +
+                   " bytes) lies past the end of the file (" + std::to_string(file_size) + " bytes)");
+    }
+    return {};
+}
+
+Status parse_extensions(Header& h, std::span<const std::byte> head, uint64_t start, uint64_t end) {
+    uint64_t off = start;
+    while (off + 8 <= end) {
+        uint32_t type = load_be32(head.data() + off);
+        uint32_t len = load_be32(head.data() + off + 4);
+        off += 8;
+        if (type == kExtEnd) return {};
+        if (len > end - off) {
+            return bad("header extension " + hex(type) + " (" + std::to_string(len) + " bytes) runs past the header cluster");
+        }
+        const std::byte* p = head.data() + off;
+        auto str = [&] { return std::string(reinterpret_cast<const char*>(p), len); };
+        switch (type) {
+            case kExtBackingFormat:
+                if (len > kMaxBackingNameLength) return bad("backing format name too long");
+                h.backing_format = str();
+                break;
+            case kExtDataFile:
+                if (len > kMaxBackingNameLength) return bad("data file name too long");
+                h.data_file = str();
+                break;
+            case kExtFeatureTable:
+                for (uint64_t i = 0; i + kFeatureEntryBytes <= len; i += kFeatureEntryBytes) {
+                    FeatureName f;
+                    f.type = std::to_integer<uint8_t>(p[i]);
+                    f.bit = std::to_integer<uint8_t>(p[i + 1]);
+                    const char* name = reinterpret_cast<const char*>(p + i + 2);
+                    size_t n = 0;
+                    while (n < kFeatureEntryBytes - 2 && name[n] != '\0') ++n;
+                    f.name.assign(name, n);
+                    h.features.push_back(std::move(f));
+                }
+                break;
+            case kExtBitmaps:
+                h.has_bitmaps_ext = true;
+                break;
+            case kExtCryptoHeader:
+                h.has_crypto_ext = true;
+                break;
+            default:
+                break;  // unknown extensions are ignored, as the spec allows
+        }
+        uint64_t padded = (static_cast<uint64_t>(len) + 7) & ~7ull;
+        if (padded > end - off) return {};
+        off += padded;
+    }
+    return {};
+}
+
+}  // namespace
+
+Result<Header> parse_header(std::span<const std::byte> head, uint64_t file_size) {
+    Header h;
+    if (head.size() < kV2HeaderLength) {
+        return bad("qcow2 header truncated: the file has " + std::to_string(file_size) + " bytes, the header needs " +
+                   std::to_string(kV2HeaderLength));
+    }
+    const std::byte* b = head.data();
+    if (load_be32(b) != kMagic) return bad("Image is not in qcow2 format");
+    h.version = load_be32(b + 4);
+    if (h.version < 2 || h.version > 3) return bad("Unsupported qcow2 version " + std::to_string(h.version));
+    h.backing_file_offset = load_be64(b + 8);
+    h.backing_file_size = load_be32(b + 16);
+    h.cluster_bits = load_be32(b + 20);
+    h.size = load_be64(b + 24);
+    h.crypt_method = load_be32(b + 32);
+    h.l1_size = load_be32(b + 36);
+    h.l1_table_offset = load_be64(b + 40);
+    h.refcount_table_offset = load_be64(b + 48);
+    h.refcount_table_clusters = load_be32(b + 56);
+    h.nb_snapshots = load_be32(b + 60);
+    h.snapshots_offset = load_be64(b + 64);
+
+    if (h.cluster_bits < kMinClusterBits || h.cluster_bits > kMaxClusterBits) {
+        return bad("Unsupported cluster size: 2^" + std::to_string(h.cluster_bits) + " (must be 2^" +
+                   std::to_string(kMinClusterBits) + " to 2^" + std::to_string(kMaxClusterBits) + ")");
+    }
+    const uint64_t cs = h.cluster_size();
+
+    if (h.version >= 3) {
+        if (head.size() < kV3MinHeaderLength) {
+            return bad("qcow2 v3 header truncated: the file has " + std::to_string(file_size) + " bytes");
+        }
+        h.incompatible = load_be64(b + 72);
+        h.compatible = load_be64(b + 80);
+        h.autoclear = load_be64(b + 88);
+        h.refcount_order = load_be32(b + 96);
+        h.header_length = load_be32(b + 100);
+        if (h.header_length < kV3MinHeaderLength) {
+            return bad("qcow2 header too short (header_length " + std::to_string(h.header_length) + ")");
+        }
+        if (h.header_length > cs) return bad("qcow2 header exceeds cluster size (header_length " + std::to_string(h.header_length) + ")");
+        if (h.header_length > head.size()) return bad("qcow2 header truncated (header_length " + std::to_string(h.header_length) + ")");
+        if (h.header_length > kV3MinHeaderLength) {
+            uint8_t ct = std::to_integer<uint8_t>(b[104]);
+            if (ct > 1) return bad("Unknown compression type " + std::to_string(ct));
+            h.compression = static_cast<CompressionType>(ct);
+        }
+    }
+
+    // Extensions lie between the header and the backing file name (or the cluster end).
+    uint64_t ext_end = std::min<uint64_t>(cs, head.size());
+    if (h.backing_file_offset != 0) {
+        if (h.backing_file_offset > cs) return bad("Invalid backing file offset " + hex(h.backing_file_offset));
+        ext_end = std::min<uint64_t>(ext_end, h.backing_file_offset);
+    }
+    if (ext_end > h.header_length) BLK_TRY(parse_extensions(h, head, h.header_length, ext_end));
+
+    if (uint64_t unknown = h.incompatible & ~kIncompatKnown) {
+        (void)unknown;
+        return bad("Unsupported qcow2 feature(s): " + unknown_incompatible_names(h));
+    }
+    if ((h.incompatible & kIncompatCompression) && h.compression == CompressionType::Zlib) {
+        return bad("compression type feature bit set with the zlib compression type");
+    }
+    if (!(h.incompatible & kIncompatCompression) && h.compression != CompressionType::Zlib) {
+        return bad("compression type " + std::to_string(static_cast<int>(h.compression)) + " without its feature bit");
+    }
+    if (h.extended_l2() && h.cluster_bits < 14) {
+        return bad("Extended L2 entries need a cluster size of at least 16384 bytes");
+    }
+    if (h.refcount_order > kMaxRefcountOrder) {
+        return bad("Reference count entry width too large; may not exceed 64 bits (refcount_order " +
+                   std::to_string(h.refcount_order) + ")");
+    }
+    if (h.crypt_method > 2) return bad("Unsupported encryption method " + std::to_string(h.crypt_method));
+
+    if (h.size > kMaxVirtualSize) return bad("Image is too big (virtual size " + std::to_string(h.size) + ")");
+    // L1 table: within the limit, large enough for the virtual size, inside the file.
+    if (static_cast<uint64_t>(h.l1_size) * 8 > kMaxL1Bytes) {
+        return bad("Active L1 table too large (" + std::to_string(h.l1_size) + " entries)");
+    }
+    const uint64_t bytes_per_l2 = h.l2_entries() * cs;
+    const uint64_t l1_needed = (h.size + bytes_per_l2 - 1) / bytes_per_l2;
+    if (h.l1_size < l1_needed) {
+        return bad("L1 table is too small (" + std::to_string(h.l1_size) + " entries for a virtual size of " +
+                   std::to_string(h.size) + " bytes)");
+    }
+    if (h.l1_size > 0) BLK_TRY(check_table(h, h.l1_table_offset, uint64_t{h.l1_size} * 8, file_size, "L1 table"));
+
+    const uint64_t rt_bytes = uint64_t{h.refcount_table_clusters} * cs;
+    if (rt_bytes > kMaxRefcountTableBytes) {
+        return bad("Reference count table too large (" + std::to_string(h.refcount_table_clusters) + " clusters)");
+    }
+    if (rt_bytes == 0) return bad("Image does not contain a reference count table");
+    BLK_TRY(check_table(h, h.refcount_table_offset, rt_bytes, file_size, "Reference count table"));
+
+    if (h.nb_snapshots > kMaxSnapshots) return bad("Too many snapshots (" + std::to_string(h.nb_snapshots) + ")");
+    if (h.nb_snapshots > 0) {
+        BLK_TRY(check_table(h, h.snapshots_offset, uint64_t{h.nb_snapshots} * kMinSnapshotEntryBytes, file_size,
+                            "Snapshot table"));
+    }
+
+    if (h.backing_file_offset != 0 && h.backing_file_size != 0) {
+        if (h.backing_file_size > kMaxBackingNameLength) {
+            return bad("Backing file name too long (" + std::to_string(h.backing_file_size) + " bytes, at most " +
+                       std::to_string(kMaxBackingNameLength) + ")");
+        }
+        if (h.backing_file_offset + h.backing_file_size > head.size()) {
+            return bad("Backing file name at " + hex(h.backing_file_offset) + " lies past the end of the header");
+        }
+        h.backing_file.assign(reinterpret_cast<const char*>(b + h.backing_file_offset), h.backing_file_size);
+    }
+    if ((h.incompatible & kIncompatDataFile) && h.version < 3) return bad("External data file needs a version 3 image");
+    return h;
+}
+
+Result<ClusterKind> subcluster_kind(const Header& h, const L2Entry& e, unsigned sc) {
+    if (e.entry & kEntryCompressed) {
+        if (h.extended_l2() && e.bitmap != 0) return bad("compressed cluster with a non-zero subcluster bitmap");
+        return ClusterKind::Compressed;
+    }
+    // Offset 0 is a real host cluster only in an external data file, marked by the copied bit.
+    const bool host = standard_offset(e.entry) != 0 ||
+                      ((h.incompatible & kIncompatDataFile) && (e.entry & kEntryCopied));
+    if (!h.extended_l2()) {
+        if (e.entry & kEntryZero) return host ? ClusterKind::ZeroAlloc : ClusterKind::ZeroPlain;
+        return host ? ClusterKind::Normal : ClusterKind::UnallocatedPlain;
+    }
+    const bool alloc = (e.bitmap >> sc) & 1;
+    const bool zero = (e.bitmap >> (sc + 32)) & 1;
+    if (alloc && zero) return bad("subcluster both allocated and zero");
+    if (host) {
+        if (alloc) return ClusterKind::Normal;
+        return zero ? ClusterKind::ZeroAlloc : ClusterKind::UnallocatedAlloc;
+    }
+    if (alloc) return bad("subcluster allocated in an unallocated cluster");
+    return zero ? ClusterKind::ZeroPlain : ClusterKind::UnallocatedPlain;
+}
+
+CompressedRef compressed_ref(const Header& h, uint64_t entry) {
+    const unsigned x = 62 - (h.cluster_bits - 8);
+    const uint64_t offset = entry & ((1ull << x) - 1);
+    const uint64_t sectors = ((entry >> x) & ((1ull << (h.cluster_bits - 8)) - 1)) + 1;
+    return CompressedRef{offset, sectors * 512 - (offset & 511)};
+}
+
+std::string unknown_incompatible_names(const Header& h) {
+    std::string out;
+    uint64_t unknown = h.incompatible & ~kIncompatKnown;
+    for (unsigned bit = 0; bit < 64; ++bit) {
+        if (!((unknown >> bit) & 1)) continue;
+        std::string name;
+        for (const FeatureName& f : h.features)
+            if (f.type == 0 && f.bit == bit) name = f.name;
+        if (name.empty()) name = "Unknown incompatible feature: " + hex(1ull << bit);
+        if (!out.empty()) out += ", ";
+        out += name;
+    }
+    return out;
+}
+
+}  // namespace blk::qcow2

@@ -1,0 +1,131 @@
+// qcow2 on-disk structures: the header with its extensions, and typed L1/L2 entries.
+// Pure functions over bytes; every field is checked against the named limits here.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "blk/result.h"
+
+namespace blk::qcow2 {
+
+constexpr uint32_t kMagic = 0x514649fb;  // "QFI\xfb"
+constexpr uint32_t kMinClusterBits = 9;
+constexpr uint32_t kMaxClusterBits = 21;
+constexpr uint32_t kV2HeaderLength = 72;
+constexpr uint32_t kV3MinHeaderLength = 104;
+constexpr uint32_t kMaxBackingNameLength = 1023;
+constexpr uint64_t kMaxL1Bytes = 32ull << 20;          // qemu's QCOW_MAX_L1_SIZE
+constexpr uint64_t kMaxRefcountTableBytes = 8ull << 20;  // qemu's QCOW_MAX_REFTABLE_SIZE
+constexpr uint32_t kMaxSnapshots = 65536;
+constexpr uint32_t kMaxRefcountOrder = 6;
+constexpr uint32_t kSubclustersPerCluster = 32;
+constexpr uint64_t kMaxVirtualSize = 1ull << 62;  // keeps every offset sum below 2^63
+
+// Header extension types.
+constexpr uint32_t kExtEnd = 0;
+constexpr uint32_t kExtBackingFormat = 0xe2792aca;
+constexpr uint32_t kExtFeatureTable = 0x6803f857;
+constexpr uint32_t kExtCryptoHeader = 0x0537be77;
+constexpr uint32_t kExtBitmaps = 0x23852875;
+constexpr uint32_t kExtDataFile = 0x44415441;
+
+// Feature bits.
+constexpr uint64_t kIncompatDirty = 1ull << 0;
+constexpr uint64_t kIncompatCorrupt = 1ull << 1;
+constexpr uint64_t kIncompatDataFile = 1ull << 2;
+constexpr uint64_t kIncompatCompression = 1ull << 3;
+constexpr uint64_t kIncompatExtendedL2 = 1ull << 4;
+constexpr uint64_t kIncompatKnown = 0x1f;
+constexpr uint64_t kCompatLazyRefcounts = 1ull << 0;
+constexpr uint64_t kAutoclearBitmaps = 1ull << 0;
+constexpr uint64_t kAutoclearDataFileRaw = 1ull << 1;
+
+// L1/L2 entry bits.
+constexpr uint64_t kEntryCopied = 1ull << 63;
+constexpr uint64_t kEntryCompressed = 1ull << 62;
+constexpr uint64_t kEntryZero = 1ull << 0;
+constexpr uint64_t kOffsetMask = 0x00fffffffffffe00ull;  // bits 9-55
+
+enum class CompressionType : uint8_t { Zlib = 0, Zstd = 1 };
+
+struct FeatureName {
+    uint8_t type = 0;  // 0 incompatible, 1 compatible, 2 autoclear
+    uint8_t bit = 0;
+    std::string name;
+};
+
+struct Header {
+    uint32_t version = 0;
+    uint64_t backing_file_offset = 0;
+    uint32_t backing_file_size = 0;
+    uint32_t cluster_bits = 0;
+    uint64_t size = 0;
+    uint32_t crypt_method = 0;
+    uint32_t l1_size = 0;
+    uint64_t l1_table_offset = 0;
+    uint64_t refcount_table_offset = 0;
+    uint32_t refcount_table_clusters = 0;
+    uint32_t nb_snapshots = 0;
+    uint64_t snapshots_offset = 0;
+    uint64_t incompatible = 0;
+    uint64_t compatible = 0;
+    uint64_t autoclear = 0;
+    uint32_t refcount_order = 4;
+    uint32_t header_length = kV2HeaderLength;
+    CompressionType compression = CompressionType::Zlib;
+
+    // From extensions.
+    std::string backing_file;
+    std::string backing_format;
+    std::string data_file;
+    std::vector<FeatureName> features;
+    bool has_bitmaps_ext = false;
+    bool has_crypto_ext = false;
+
+    uint64_t cluster_size() const { return 1ull << cluster_bits; }
+    bool extended_l2() const { return incompatible & kIncompatExtendedL2; }
+    uint64_t l2_entry_size() const { return extended_l2() ? 16 : 8; }
+    uint64_t l2_entries() const { return cluster_size() / l2_entry_size(); }
+    uint64_t subcluster_size() const { return extended_l2() ? cluster_size() / kSubclustersPerCluster : cluster_size(); }
+};
+
+// Parses and checks the header (`head` holds at least the first cluster, or the whole
+// file if it is shorter). `file_size` bounds every table. Errors name the problem.
+Result<Header> parse_header(std::span<const std::byte> head, uint64_t file_size);
+
+// The kind of one (sub)cluster, as the L2 entry says.
+enum class ClusterKind {
+    UnallocatedPlain,  // read from the backing file
+    UnallocatedAlloc,  // extended L2: host cluster allocated, subcluster not: backing
+    ZeroPlain,         // reads zeroes, nothing allocated
+    ZeroAlloc,         // reads zeroes, host cluster allocated
+    Normal,            // data at the host offset
+    Compressed,        // compressed data at the host offset
+};
+
+struct L2Entry {
+    uint64_t entry = 0;
+    uint64_t bitmap = 0;  // extended L2 only
+};
+
+// Kind of subcluster `sc` (0 without extended L2). Invalid combinations are errors.
+Result<ClusterKind> subcluster_kind(const Header& h, const L2Entry& e, unsigned sc);
+
+// Host offset of a standard (non-compressed) entry.
+inline uint64_t standard_offset(uint64_t entry) { return entry & kOffsetMask; }
+
+// Location of a compressed cluster's bytes.
+struct CompressedRef {
+    uint64_t offset = 0;
+    uint64_t size = 0;  // bytes to read (may run past the end of the file)
+};
+CompressedRef compressed_ref(const Header& h, uint64_t entry);
+
+// Names of the unknown incompatible features set in `h`, from its feature table.
+std::string unknown_incompatible_names(const Header& h);
+
+}  // namespace blk::qcow2
