@@ -17,8 +17,11 @@ Result<ChainStatus> block_status_above(Node* top, const Node* base, uint64_t off
         out.layer = n;
         if (st.flags & (kStatusData | kStatusZero)) break;
         Node* next = skip_filters(cow_child(*n));
-        if (!next || next == base) break;
-        if (off >= next->size()) break;  // the generic layer already reported zero
+        if (!next || next == base) {
+            // The chain ends with nothing said about the range: qemu reports no flags at all.
+            out.status.flags = 0;
+            break;
+        }
         n = next;
         ++depth;
     }

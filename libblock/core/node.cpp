@@ -108,8 +108,8 @@ Result<BlockStatus> Node::block_status(uint64_t off, uint64_t bytes) {
             uint64_t len = std::min(st.bytes, host->size() - st.offset);
             auto inner = host->block_status(st.offset, len);
             if (inner) {
-                if ((inner->flags & kStatusEof) && (inner->flags & kStatusData) && inner->bytes == len &&
-                    len < st.bytes) {
+                if ((inner->flags & kStatusEof) && (inner->flags & kStatusZero)) {
+                    // Past the host file's end reads as zeroes.
                     st.flags |= kStatusZero;
                 } else {
                     st.bytes = inner->bytes;

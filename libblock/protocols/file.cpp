@@ -20,6 +20,7 @@ namespace {
 // permission is used) and at kLockSharedBase + bit (held while it is NOT shared with others),
 // as open-file-description read locks. Honouring them keeps us from reading an image a VM
 // is writing, and keeps a VM from writing an image we are working on.
+constexpr uint64_t kSectorSize = 512;
 constexpr off_t kLockPermBase = 100;
 constexpr off_t kLockSharedBase = 200;
 enum LockPerm : unsigned { kPermConsistentRead = 0, kPermWrite = 1, kPermWriteUnchanged = 2, kPermResize = 3 };
@@ -183,6 +184,8 @@ Result<std::shared_ptr<Node>> open_file(OpenContext& ctx, const Json& opts) {
         if (end < 0) return errno_error(errno, "Could not get size of '" + path + "'");
         size = static_cast<uint64_t>(end);
     }
+    // qemu sizes every node in whole 512-byte sectors; a partial last sector reads as zeroes.
+    size = (size + kSectorSize - 1) / kSectorSize * kSectorSize;
     return std::shared_ptr<Node>(std::make_shared<FileNode>(opts, path, std::move(f), size, ro));
 }
 
