@@ -124,38 +124,40 @@ Result<BlockStatus> Node::block_status(uint64_t off, uint64_t bytes) {
 }
 
 Result<uint64_t> Node::allocated_file_size() const {
-    // Formats: the sum over children that hold data or metadata (qemu's default).
-    uint64_t sum = 0;
-    bool any = false;
-    for (const Child& c : children_) {
-        if (!(c.roles & (kRoleData | kRoleMetadata))) continue;
-        auto r = c.node->allocated_file_size();
-        if (!r) return r;
-        sum += *r;
-        any = true;
+    // qemu 7.2 reports the primary child's allocation (an external data file is not added).
+    const Node* p = primary_child(*this);
+    if (!p) return make_error(ENOTSUP, "allocated size unknown for '" + driver_ + "'");
+    return p->allocated_file_size();
+}
+
+Json Node::full_options() const {
+    Json out = Json::object();
+    out["driver"] = driver_;
+    for (const std::string& k : strong_keys_) {
+        auto it = options_.find(k);
+        if (it != options_.end()) out[k] = *it;
     }
-    if (!any) return make_error(ENOTSUP, "allocated size unknown for '" + driver_ + "'");
-    return sum;
+    const bool backing_overridden = options_.contains("backing");
+    for (auto it = children_.rbegin(); it != children_.rend(); ++it) {
+        if ((it->roles & kRoleCow) && !backing_overridden) continue;
+        out[it->name] = it->node->full_options();
+    }
+    if (backing_overridden && !cow_child(*this)) out["backing"] = nullptr;
+    return out;
+}
+
+std::string Node::exact_filename() const {
+    const Node* p = primary_child(*this);
+    if (!p || !p->is_protocol() || filter_driver_ || options_.contains("backing")) return {};
+    for (const std::string& k : strong_keys_)
+        if (options_.contains(k)) return {};
+    return p->exact_filename();
 }
 
 std::string Node::filename() const {
-    // A node whose own options are just its driver and a primary child takes the child's
-    // filename; anything else needs the full json: description.
-    if (const Node* p = primary_child(*this)) {
-        bool only_defaults = true;
-        for (auto it = options_.begin(); it != options_.end(); ++it) {
-            const std::string& k = it.key();
-            if (k == "driver" || k == "node-name" || k == "read-only" || k == "force-share" ||
-                k == "auto-read-only" || k == "cache" || k == "discard" || k == "detect-zeroes")
-                continue;
-            const Child* c = find_child(k);
-            if (c && (c->roles & kRolePrimary)) continue;
-            if (c && (c->roles & kRoleCow)) continue;
-            only_defaults = false;
-        }
-        if (only_defaults) return p->filename();
-    }
-    return to_json_filename(options_);
+    std::string exact = exact_filename();
+    if (!exact.empty()) return exact;
+    return to_json_filename(full_options());
 }
 
 Status Node::attach_child(std::string name, std::shared_ptr<Node> child, unsigned roles) {
@@ -214,14 +216,6 @@ Status FilterNode::attach_filtered(std::string name, std::shared_ptr<Node> child
 }
 
 Node& FilterNode::below() const { return *filtered_child(*this); }
-
-std::string FilterNode::filename() const { return Node::filename(); }
-
-Result<uint64_t> FilterNode::allocated_file_size() const {
-    const Node* c = filtered_child(*this);
-    if (!c) return make_error(ENOTSUP, "filter without child");
-    return c->allocated_file_size();
-}
 
 Status FilterNode::do_read(uint64_t off, std::span<std::byte> buf) { return below().read(off, buf); }
 

@@ -60,7 +60,12 @@ Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
     const DriverSpec* spec = reg_.find(drv);
     if (!spec) return make_error(EINVAL, "Unknown driver '" + drv + "'");
     BLK_TRY(validate_options(opts, spec->options, drv, spec->kind == DriverKind::Protocol));
-    return spec->open(*this, opts);
+    BLK_TRY_ASSIGN(std::shared_ptr<Node> node, spec->open(*this, opts));
+    std::vector<std::string> strong;
+    for (const OptSpec& o : spec->options)
+        if (o.strong) strong.push_back(o.name);
+    node->set_driver_facts(std::move(strong), spec->kind == DriverKind::Filter);
+    return node;
 }
 
 Result<std::shared_ptr<Node>> OpenContext::open_child(Node& parent, const Json& parent_opts,

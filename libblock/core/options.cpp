@@ -2,6 +2,7 @@
 // and validation against a driver's schema.
 #include "blk/options.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -372,16 +373,29 @@ Result<std::optional<int64_t>> opt_int(const Json& opts, std::string_view key) {
 
 namespace {
 
+// qemu's QDict: 512 buckets chosen by the tdb hash of the key.
+constexpr unsigned kQdictBuckets = 512;
+
+unsigned qdict_bucket(const std::string& key) {
+    unsigned value = 0x238F13AFu * static_cast<unsigned>(key.size());
+    for (size_t i = 0; i < key.size(); ++i) {
+        value += static_cast<unsigned>(static_cast<unsigned char>(key[i])) << (i * 5 % 24);
+    }
+    return (1103515243u * value + 12345u) % kQdictBuckets;
+}
+
 void append_json(std::string& out, const Json& j) {
     if (j.is_object()) {
+        std::vector<std::string> keys;
+        for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
         out += '{';
         bool first = true;
-        for (auto it = j.begin(); it != j.end(); ++it) {
+        for (size_t i : qemu_dict_order(keys)) {
             if (!first) out += ", ";
             first = false;
-            out += Json(it.key()).dump();
+            out += Json(keys[i]).dump();
             out += ": ";
-            append_json(out, it.value());
+            append_json(out, j[keys[i]]);
         }
         out += '}';
     } else if (j.is_array()) {
@@ -399,6 +413,20 @@ void append_json(std::string& out, const Json& j) {
 }
 
 }  // namespace
+
+std::vector<size_t> qemu_dict_order(const std::vector<std::string>& keys) {
+    std::vector<size_t> idx(keys.size());
+    std::vector<unsigned> bucket(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+        idx[i] = i;
+        bucket[i] = qdict_bucket(keys[i]);
+    }
+    std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+        if (bucket[a] != bucket[b]) return bucket[a] < bucket[b];
+        return a > b;  // a bucket is a list with the newest entry first
+    });
+    return idx;
+}
 
 std::string to_json_filename(const Json& opts) {
     std::string out = "json:";

@@ -76,8 +76,8 @@ DriverSpec raw_driver() {
     d.description = "the image file's bytes as they are";
     d.options = {
         {"file", OptType::Child, "the file holding the bytes"},
-        {"offset", OptType::Size, "offset of the window into the file", {}, "0"},
-        {"size", OptType::Size, "size of the window (a multiple of 512)"},
+        {"offset", OptType::Size, "offset of the window into the file", {}, "0", true},
+        {"size", OptType::Size, "size of the window (a multiple of 512)", {}, {}, true},
     };
     d.probe = [](std::span<const std::byte>, const std::string&) { return 1; };
     d.open = open_raw;

@@ -80,7 +80,8 @@ public:
     }
 
     bool is_protocol() const override { return true; }
-    std::string filename() const override { return path_; }
+    std::string exact_filename() const override { return path_; }
+    Json format_specific() const override { return Json{{"type", "file"}, {"data", Json::object()}}; }
 
     Result<uint64_t> allocated_file_size() const override {
         struct stat st;
@@ -197,7 +198,7 @@ DriverSpec file_driver() {
     d.kind = DriverKind::Protocol;
     d.description = "host file or block device";
     d.options = {
-        {"filename", OptType::String, "path of the host file"},
+        {"filename", OptType::String, "path of the host file", {}, {}, true},
         {"aio", OptType::Enum, "AIO backend (accepted for compatibility; I/O is synchronous)", {"threads", "native", "io_uring"}, "threads"},
         {"aio-max-batch", OptType::Int, "accepted for compatibility"},
         {"locking", OptType::Enum, "file locking mode", {"auto", "on", "off"}, "auto"},

@@ -15,11 +15,12 @@ public:
         size_ = size;
     }
     bool is_protocol() const override { return true; }
-    std::string filename() const override {
-        for (auto it = options_.begin(); it != options_.end(); ++it)
-            if (it.key() != "driver" && it.key() != "node-name") return to_json_filename(options_);
+    std::string exact_filename() const override {
+        for (const char* k : {"size", "read-zeroes", "latency-ns"})
+            if (options_.contains(k)) return {};
         return "null-co://";
     }
+    std::optional<bool> dirty() const override { return std::nullopt; }
     Result<uint64_t> allocated_file_size() const override { return uint64_t{0}; }
 
 protected:
@@ -58,9 +59,9 @@ DriverSpec null_co_driver() {
     d.kind = DriverKind::Protocol;
     d.description = "a node that reads zeroes and discards writes";
     d.options = {
-        {"size", OptType::Size, "size of the node", {}, "1G"},
-        {"read-zeroes", OptType::Bool, "report the node as reading zeroes", {}, "off"},
-        {"latency-ns", OptType::Int, "accepted for compatibility", {}, "0"},
+        {"size", OptType::Size, "size of the node", {}, "1G", true},
+        {"read-zeroes", OptType::Bool, "report the node as reading zeroes", {}, "off", true},
+        {"latency-ns", OptType::Int, "accepted for compatibility", {}, "0", true},
         {"filename", OptType::String, "ignored (null-co://)"},
     };
     d.open = open_null;

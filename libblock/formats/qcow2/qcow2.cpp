@@ -78,7 +78,7 @@ public:
     std::string backing_file_name() const override { return h_.backing_file; }
     std::string backing_format() const override { return h_.backing_format; }
     std::optional<uint64_t> cluster_size() const override { return h_.cluster_size(); }
-    bool dirty() const override { return h_.incompatible & kIncompatDirty; }
+    std::optional<bool> dirty() const override { return static_cast<bool>(h_.incompatible & kIncompatDirty); }
 
     Json format_specific() const override {
         Json d = Json::object();

@@ -101,16 +101,29 @@ public:
     virtual bool supports_backing() const { return false; }
     // True for protocol drivers (file, null-co).
     virtual bool is_protocol() const { return false; }
-    // The node's filename as qemu prints it: a plain filename where the options are
-    // just that, otherwise a json:{...} pseudo-filename. The default derives it from
-    // the primary child and the node's own options.
-    virtual std::string filename() const;
+    // The node's filename as qemu prints it: exact_filename() where there is one,
+    // otherwise a json:{...} pseudo-filename of full_options().
+    std::string filename() const;
+    // A plain filename that reopens this node as it is, or "" (qemu's exact_filename).
+    // Default: the primary child's, if that is a protocol node and this node has no strong
+    // options, is no filter driver and has no overridden backing file.
+    virtual std::string exact_filename() const;
+    // What reopens this node: "driver", its strong options, and every child's full options
+    // (the backing child only where the user overrode it).
+    Json full_options() const;
+
+    // Set by the opener: the driver's strong option keys and whether it is a filter driver.
+    void set_driver_facts(std::vector<std::string> strong_keys, bool filter_driver) {
+        strong_keys_ = std::move(strong_keys);
+        filter_driver_ = filter_driver;
+    }
     // Backing file name recorded in the image ("" if none) and its format ("" if none).
     virtual std::string backing_file_name() const { return {}; }
     virtual std::string backing_format() const { return {}; }
     // Cluster size, if the format has one.
     virtual std::optional<uint64_t> cluster_size() const { return std::nullopt; }
-    virtual bool dirty() const { return false; }
+    // The dirty flag; nullopt where the driver has no such notion (qemu prints none).
+    virtual std::optional<bool> dirty() const { return false; }
     // qemu's "format-specific" object ({"type": ..., "data": {...}}), or null.
     virtual Json format_specific() const { return nullptr; }
     // Bytes allocated on the host (qemu's actual-size); ENOTSUP if unknown.
@@ -136,14 +149,14 @@ protected:
 
 private:
     std::vector<Child> children_;
+    std::vector<std::string> strong_keys_;
+    bool filter_driver_ = false;
 };
 
 // Base for filters: one child with kRoleFiltered|kRolePrimary, everything passes through.
 class FilterNode : public Node {
 public:
     bool is_filter() const override { return true; }
-    std::string filename() const override;
-    Result<uint64_t> allocated_file_size() const override;
 
 protected:
     FilterNode(std::string driver, Json options) : Node(std::move(driver), std::move(options)) {}

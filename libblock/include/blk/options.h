@@ -51,6 +51,7 @@ struct OptSpec {
     std::string help;
     std::vector<std::string> choices = {};  // for Enum
     std::string default_value = {};         // shown in -o help
+    bool strong = false;  // changes what the node means: kept in json: filenames (qemu's strong options)
 };
 
 using Schema = std::vector<OptSpec>;
@@ -71,7 +72,13 @@ Result<std::optional<bool>> opt_bool(const Json& opts, std::string_view key);
 Result<std::optional<uint64_t>> opt_size(const Json& opts, std::string_view key);
 Result<std::optional<int64_t>> opt_int(const Json& opts, std::string_view key);
 
-// Serialises an options tree as qemu prints json: filenames ({"a": "b", "c": {...}}).
+// The order qemu iterates a dictionary's keys in (its QDict hash buckets; within a bucket
+// the last inserted first). `keys` are in insertion order; returns indices into `keys`.
+// qemu prints every JSON object (info, json: filenames) in this order.
+std::vector<size_t> qemu_dict_order(const std::vector<std::string>& keys);
+
+// Serialises an options tree as qemu prints json: filenames ({"a": "b", "c": {...}}),
+// keys in qemu's dictionary order.
 std::string to_json_filename(const Json& opts);
 
 }  // namespace blk
