@@ -1,0 +1,143 @@
+// Unit tests for the options grammar: dotted keys, json: filenames, sizes, booleans, schemas.
+#include <doctest/doctest.h>
+
+#include "blk/options.h"
+
+using blk::Json;
+
+TEST_CASE("dotted keys nest and ,, escapes a comma") {
+    auto r = blk::parse_dotted("driver=qcow2,file.filename=a,,b.qcow2,file.driver=file");
+    REQUIRE(r);
+    CHECK((*r)["driver"] == "qcow2");
+    CHECK((*r)["file"]["filename"] == "a,b.qcow2");
+    CHECK((*r)["file"]["driver"] == "file");
+}
+
+TEST_CASE("numeric components make arrays") {
+    auto r = blk::parse_dotted("driver=quorum,children.0.file.filename=a,children.1.file.filename=b,vote-threshold=2");
+    REQUIRE(r);
+    REQUIRE((*r)["children"].is_array());
+    CHECK((*r)["children"].size() == 2);
+    CHECK((*r)["children"][1]["file"]["filename"] == "b");
+}
+
+TEST_CASE("array indices must be contiguous and not mixed with names") {
+    CHECK_FALSE(blk::parse_dotted("children.0.driver=raw,children.2.driver=raw"));
+    CHECK_FALSE(blk::parse_dotted("children.0.driver=raw,children.x.driver=raw"));
+}
+
+TEST_CASE("a key used both as a value and as an object is refused") {
+    auto r = blk::parse_dotted("file=x,file.filename=y");
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message.find("file") != std::string::npos);
+    CHECK_FALSE(blk::parse_dotted("file.filename=y,file=x"));
+}
+
+TEST_CASE("empty keys and key components are refused") {
+    CHECK_FALSE(blk::parse_dotted("=x"));
+    CHECK_FALSE(blk::parse_dotted("file..filename=x"));
+    CHECK_FALSE(blk::parse_dotted("a=b,,,=c"));
+}
+
+TEST_CASE("a repeated key keeps the last value, as QemuOpts does") {
+    auto r = blk::parse_dotted("driver=raw,driver=qcow2");
+    REQUIRE(r);
+    CHECK((*r)["driver"] == "qcow2");
+}
+
+TEST_CASE("implied key takes the first bare value") {
+    auto r = blk::parse_dotted("secret,id=sec0,data=a,,b", "qom-type");
+    REQUIRE(r);
+    CHECK((*r)["qom-type"] == "secret");
+    CHECK((*r)["data"] == "a,b");
+}
+
+TEST_CASE("json: filenames parse, with dotted keys expanded") {
+    auto r = blk::parse_json_filename(R"(json:{"driver":"qcow2","file.filename":"x","file.driver":"file"})");
+    REQUIRE(r);
+    CHECK((*r)["file"]["filename"] == "x");
+    CHECK((*r)["file"]["driver"] == "file");
+    CHECK_FALSE(blk::parse_json_filename("json:{\"driver\":"));
+    CHECK_FALSE(blk::parse_json_filename("json:[1,2]"));
+    CHECK(blk::is_json_filename("json:{}"));
+    CHECK_FALSE(blk::is_json_filename("a.json"));
+}
+
+TEST_CASE("sizes take suffixes and fractions and refuse garbage") {
+    CHECK(*blk::parse_size("0") == 0);
+    CHECK(*blk::parse_size("512") == 512);
+    CHECK(*blk::parse_size("64k") == 65536);
+    CHECK(*blk::parse_size("64K") == 65536);
+    CHECK(*blk::parse_size("1M") == (1u << 20));
+    CHECK(*blk::parse_size("1.5G") == 1610612736ull);
+    CHECK(*blk::parse_size("1T") == (1ull << 40));
+    CHECK(*blk::parse_size("8E") == (8ull << 60));
+    CHECK_FALSE(blk::parse_size("16E"));
+    CHECK_FALSE(blk::parse_size("-1"));
+    CHECK_FALSE(blk::parse_size("12Q"));
+    CHECK_FALSE(blk::parse_size("1.5"));
+    CHECK_FALSE(blk::parse_size(""));
+    CHECK_FALSE(blk::parse_size("k"));
+    CHECK_FALSE(blk::parse_size("99999999999999999999999"));
+}
+
+TEST_CASE("booleans are on/off/true/false/yes/no") {
+    CHECK(*blk::parse_bool("on"));
+    CHECK(*blk::parse_bool("true"));
+    CHECK(*blk::parse_bool("yes"));
+    CHECK_FALSE(*blk::parse_bool("off"));
+    CHECK_FALSE(*blk::parse_bool("false"));
+    CHECK_FALSE(blk::parse_bool("maybe"));
+}
+
+TEST_CASE("validation names an unknown key as qemu does") {
+    blk::Schema s = {{"offset", blk::OptType::Size, "x"}};
+    auto st = blk::validate_options(Json{{"driver", "raw"}, {"ofset", "1"}}, s, "raw");
+    REQUIRE_FALSE(st);
+    CHECK(st.error().message == "Block format 'raw' does not support the option 'ofset'");
+    auto sp = blk::validate_options(Json{{"driver", "file"}, {"x", "1"}}, s, "file", true);
+    REQUIRE_FALSE(sp);
+    CHECK(sp.error().message == "Block protocol 'file' doesn't support the option 'x'");
+    CHECK(blk::validate_options(Json{{"driver", "raw"}, {"offset", "4k"}, {"cache", {{"direct", "on"}}}}, s, "raw"));
+    CHECK_FALSE(blk::validate_options(Json{{"driver", "raw"}, {"cache", {{"bogus", "on"}}}}, s, "raw"));
+}
+
+TEST_CASE("validation checks value types") {
+    blk::Schema s = {{"size", blk::OptType::Size, ""},
+                     {"on", blk::OptType::Bool, ""},
+                     {"mode", blk::OptType::Enum, "", {"a", "b"}},
+                     {"n", blk::OptType::Int, ""}};
+    CHECK_FALSE(blk::validate_options(Json{{"size", "12Q"}}, s, "d"));
+    CHECK_FALSE(blk::validate_options(Json{{"on", "perhaps"}}, s, "d"));
+    CHECK_FALSE(blk::validate_options(Json{{"mode", "c"}}, s, "d"));
+    CHECK_FALSE(blk::validate_options(Json{{"n", "x1"}}, s, "d"));
+    CHECK(blk::validate_options(Json{{"size", 4096}, {"on", true}, {"mode", "b"}, {"n", "-3"}}, s, "d"));
+}
+
+TEST_CASE("typed getters convert strings") {
+    Json o = {{"size", "1M"}, {"flag", "off"}, {"n", "42"}, {"s", "x"}};
+    CHECK(**blk::opt_size(o, "size") == (1u << 20));
+    CHECK_FALSE(**blk::opt_bool(o, "flag"));
+    CHECK(**blk::opt_int(o, "n") == 42);
+    CHECK(**blk::opt_string(o, "s") == "x");
+    CHECK_FALSE(blk::opt_size(o, "missing")->has_value());
+}
+
+TEST_CASE("json: filenames print in qemu's key order and spacing") {
+    Json o = Json::object();
+    o["driver"] = "raw";
+    o["offset"] = "4096";
+    o["size"] = "65536";
+    o["file"] = Json{{"driver", "file"}, {"filename", "r.raw"}};
+    CHECK(blk::to_json_filename(o) ==
+          R"(json:{"offset": "4096", "driver": "raw", "size": "65536", "file": {"driver": "file", "filename": "r.raw"}})");
+}
+
+TEST_CASE("qemu's dictionary order puts later inserts first within a bucket") {
+    auto order = blk::qemu_dict_order({"virtual-size", "filename", "format"});
+    REQUIRE(order.size() == 3);
+    // As qemu-img prints info: virtual-size, filename, format.
+    CHECK(order[0] == 0);
+    CHECK(order[1] == 1);
+    CHECK(order[2] == 2);
+}
