@@ -37,7 +37,7 @@ void usage(FILE* out) {
 
 int main(int argc, char** argv) {
     if (argc < 2) {
-        usage(stderr);
+        blkimg::print_error("Not enough arguments (try 'blkimg --help')");
         return 1;
     }
     std::string cmd = argv[1];
@@ -60,6 +60,6 @@ int main(int argc, char** argv) {
     for (const Command& c : kCommands) {
         if (cmd == c.name) return c.run(argc - 1, argv + 1);
     }
-    blkimg::print_error("Command not found: " + cmd);
+    blkimg::print_error("Command not found: " + cmd + " (try 'blkimg --help')");
     return 1;
 }

@@ -1,0 +1,20 @@
+# The top-level command line: help, version, listings, unknown commands.
+source "$SRCDIR/tests/lib.sh"
+"$BLKIMG" --help | grep -q "^usage: blkimg" || fail "--help lacks usage"
+"$BLKIMG" --version | grep -Eq "^blkimg version [0-9]+\.[0-9]+" || fail "--version"
+expect_eq "--list-drivers" "file
+null-co
+qcow2
+raw" "$("$BLKIMG" --list-drivers)"
+expect_eq "--list-commands" "info
+map" "$("$BLKIMG" --list-commands)"
+expect_fail 1 "Command not found: frobnicate" "$BLKIMG" frobnicate
+expect_fail 1 "Not enough arguments" "$BLKIMG"
+for c in info map; do
+    "$BLKIMG" $c --help | grep -q -- "--output" || fail "$c --help lacks --output"
+    "$BLKIMG" $c --help | grep -q -- "--image-opts" || fail "$c --help lacks --image-opts"
+done
+"$BLKIMG" info --help | grep -q -- "--backing-chain" || fail "info --help lacks --backing-chain"
+"$BLKIMG" map --help | grep -q -- "--start-offset" || fail "map --help lacks --start-offset"
+expect_fail 1 "filename is required|required" "$BLKIMG" info
+ok "top-level usage"

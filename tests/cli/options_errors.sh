@@ -1,0 +1,47 @@
+# Malformed image specs get exactly one clear error line and exit 1; good ones open.
+source "$SRCDIR/tests/lib.sh"
+qemu-img create -q -f raw 'a,b.img' 1M
+qemu-img create -q -f raw r.img 1M
+
+"$BLKIMG" info --image-opts 'driver=raw,file.filename=a,,b.img' | grep -q "^image: a,b.img$" ||
+    fail ",, does not escape a comma in a filename"
+ok ",, escapes"
+
+expect_fail 1 "Block protocol 'file' doesn't support the option 'filname'" \
+    "$BLKIMG" info --image-opts 'driver=raw,file.filname=r.img,file.filename=r.img'
+expect_fail 1 "Block format 'raw' does not support the option 'ofset'" \
+    "$BLKIMG" info --image-opts 'driver=raw,ofset=4k,file.filename=r.img'
+expect_fail 1 "Unknown driver 'qcow3'" "$BLKIMG" info -f qcow3 r.img
+expect_fail 1 "Unknown driver 'qcow3'" "$BLKIMG" info --image-opts 'driver=qcow3,file.filename=r.img'
+expect_fail 1 "Could not parse the JSON options" "$BLKIMG" info 'json:{"driver":'
+expect_fail 1 "Parameter 'offset'.*(size|suffix)" "$BLKIMG" info --image-opts 'driver=raw,offset=12Q,file.filename=r.img'
+expect_fail 1 "Parameter 'read-only' expects 'on' or 'off'" "$BLKIMG" info --image-opts 'driver=raw,read-only=perhaps,file.filename=r.img'
+expect_fail 1 "mutually exclusive" "$BLKIMG" info -f raw --image-opts 'driver=raw,file.filename=r.img'
+expect_fail 1 "Invalid parameter" "$BLKIMG" info --image-opts 'driver=raw,file..filename=r.img'
+expect_fail 1 "used inconsistently" "$BLKIMG" info --image-opts 'driver=raw,file=r.img,file.filename=r.img'
+expect_fail 1 "node references are not supported" "$BLKIMG" info --image-opts 'driver=raw,file=r.img'
+expect_fail 1 "A block device must be specified for \"file\"" "$BLKIMG" info --image-opts 'driver=raw'
+expect_fail 1 "The sum of offset \(4096\) and size \(1048576\)" \
+    "$BLKIMG" info --image-opts 'driver=raw,offset=4k,size=1M,file.filename=r.img'
+expect_fail 1 "Specified size is not multiple of 512" \
+    "$BLKIMG" info --image-opts 'driver=raw,size=1000,file.filename=r.img'
+expect_fail 1 "Could not open 'missing.img': No such file or directory" "$BLKIMG" info missing.img
+expect_fail 1 "Could not open '.': Is a directory" "$BLKIMG" info .
+expect_fail 1 "--object: Parameter 'id' is missing" "$BLKIMG" info --object secret,data=x r.img
+expect_fail 1 "duplicate object 'sec0'" "$BLKIMG" info --object secret,id=sec0,data=x --object secret,id=sec0,data=y r.img
+expect_fail 1 "--output" "$BLKIMG" info --output=xml r.img
+expect_fail 1 "Invalid start offset specified" "$BLKIMG" map --start-offset=abc r.img
+expect_fail 1 "Invalid max length specified" "$BLKIMG" map --max-length=-5 r.img
+ok "malformed specs refused with one line each"
+
+# Good specs: json: with dotted keys inside, backing=null, --object, -f raw on a qcow2.
+"$BLKIMG" info 'json:{"driver":"raw","file.filename":"r.img"}' >/dev/null || fail "json: with dotted keys"
+qemu-img create -q -f qcow2 base.qcow2 1M
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
+rm base.qcow2
+expect_fail 1 "base.qcow2" "$BLKIMG" map top.qcow2
+"$BLKIMG" map --output=json 'json:{"driver":"qcow2","backing":null,"file":{"driver":"file","filename":"top.qcow2"}}' >/dev/null ||
+    fail "backing=null did not disable the backing file"
+"$BLKIMG" info --object secret,id=sec0,data=x r.img >/dev/null || fail "--object secret rejected"
+"$BLKIMG" info -f raw top.qcow2 | grep -q "^file format: raw$" || fail "-f raw not honoured on a qcow2 file"
+ok "good specs open"
