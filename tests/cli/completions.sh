@@ -1,0 +1,59 @@
+# Shell completions: bash completes commands, flags and values; zsh and fish files parse and
+# (fish) complete; every flag a command's --help shows is offered by each shell.
+source "$SRCDIR/tests/lib.sh"
+BINDIR=$(dirname "$BLKIMG")
+export PATH="$BINDIR:$PATH"
+
+# bash: source the file and call the function.
+bash_complete() {  # bash_complete WORDS...: prints COMPREPLY, one per line
+    bash -c '
+        source "$1"; shift
+        COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1))
+        _blkimg
+        printf "%s\n" "${COMPREPLY[@]}"' _ "$SRCDIR/completions/blkimg.bash" "$@"
+}
+expect_eq "bash: commands" "info" "$(bash_complete blkimg in)"
+expect_eq "bash: map flags" "--max-length" "$(bash_complete blkimg map --max)"
+expect_eq "bash: info flags" "--backing-chain" "$(bash_complete blkimg info --back)"
+expect_eq "bash: formats" "qcow2" "$(bash_complete blkimg info -f qc)"
+expect_eq "bash: output values" "json" "$(bash_complete blkimg map --output j)"
+touch img-one.qcow2
+expect_eq "bash: filenames" "img-one.qcow2" "$(bash_complete blkimg info img-o)"
+[ -z "$(bash_complete blkimg info --backing-chain --start)" ] || fail "bash offers map flags for info"
+ok "bash completion"
+
+# Every flag in --help appears in every completion file.
+for c in info map; do
+    for flag in $("$BLKIMG" $c --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
+        for f in blkimg.bash _blkimg blkimg.fish; do
+            name=${flag#--}
+            grep -q -- "$name" "$SRCDIR/completions/$f" || fail "$f lacks $flag of $c"
+        done
+    done
+done
+ok "every --help flag is completed"
+
+if command -v zsh >/dev/null; then
+    zsh -n "$SRCDIR/completions/_blkimg" || fail "zsh completion does not parse"
+    ok "zsh completion parses"
+fi
+if command -v fish >/dev/null; then
+    fish -n "$SRCDIR/completions/blkimg.fish" || fail "fish completion does not parse"
+    out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg map --max'")
+    echo "$out" | grep -q -- "--max-length" || fail "fish does not complete --max-length: $out"
+    out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg i'")
+    echo "$out" | grep -q "^info" || fail "fish does not complete info: $out"
+    ok "fish completion"
+fi
+
+# The man page renders without warnings and documents every command and flag.
+if command -v groff >/dev/null; then
+    warnings=$(groff -man -Tutf8 -ww "$SRCDIR/man/blkimg.1" 2>&1 >/dev/null)
+    [ -z "$warnings" ] || fail "man page warnings: $warnings"
+    for c in info map; do
+        for flag in $("$BLKIMG" $c --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
+            grep -q -- "$(echo "${flag#--}" | sed 's/-/\\\\-/g')" "$SRCDIR/man/blkimg.1" || fail "man page lacks $flag"
+        done
+    done
+    ok "man page"
+fi
