@@ -36,24 +36,20 @@ int cmd_map(int argc, char** argv) {
     app.add_option("-l,--max-length", length_text, "map at most this many bytes (suffixes k, M, G, ...)");
     if (int rc = parse_cli(app, argc, argv); rc >= 0) return rc;
 
+    // qemu-img's cvtnum: a size with suffixes, below 2^63.
+    auto offset_arg = [](const std::string& text, const char* what, uint64_t& out) {
+        if (text.empty()) return true;
+        auto v = blk::parse_size(text);
+        if (!v || *v > static_cast<uint64_t>(INT64_MAX)) {
+            print_error(std::string("Invalid ") + what + " specified." + kSizeHint);
+            return false;
+        }
+        out = *v;
+        return true;
+    };
     uint64_t start = 0;
     uint64_t max_length = UINT64_MAX;
-    if (!start_text.empty()) {
-        auto v = blk::parse_size(start_text);
-        if (!v || *v > static_cast<uint64_t>(INT64_MAX)) {
-            print_error(std::string("Invalid start offset specified.") + kSizeHint);
-            return 1;
-        }
-        start = *v;
-    }
-    if (!length_text.empty()) {
-        auto v = blk::parse_size(length_text);
-        if (!v || *v > static_cast<uint64_t>(INT64_MAX)) {
-            print_error(std::string("Invalid max length specified.") + kSizeHint);
-            return 1;
-        }
-        max_length = *v;
-    }
+    if (!offset_arg(start_text, "start offset", start) || !offset_arg(length_text, "max length", max_length)) return 1;
 
     auto g = open_image_args(args, true);
     if (!g) {

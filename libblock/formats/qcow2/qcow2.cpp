@@ -17,8 +17,8 @@ namespace {
 
 using namespace qcow2;
 
-constexpr uint64_t kL2CacheBytes = 32ull << 20;  // bound on cached L2 tables
-constexpr size_t kMinL2CacheTables = 4;
+constexpr uint64_t kL2CacheBytes = 4ull << 20;  // bound on cached L2 tables (qemu: 1 MiB)
+constexpr size_t kMinL2CacheTables = 2;
 constexpr uint64_t kProbeHeadBytes = 64 * 1024;
 constexpr uint64_t kBitmapDirMaxBytes = 64ull << 20;  // qemu's QCOW2_MAX_BITMAP_DIRECTORY_SIZE
 constexpr uint32_t kMaxBitmaps = 65535;
@@ -484,7 +484,7 @@ DriverSpec qcow2_driver() {
         {"overlap-check", OptType::String, "accepted for compatibility"},
         {"overlap-check.template", OptType::String, "accepted for compatibility"},
         {"cache-size", OptType::Size, "accepted for compatibility"},
-        {"l2-cache-size", OptType::Size, "accepted for compatibility (the L2 cache is bounded at 32 MiB)"},
+        {"l2-cache-size", OptType::Size, "accepted for compatibility (the L2 cache is bounded at 4 MiB)"},
         {"l2-cache-entry-size", OptType::Size, "accepted for compatibility"},
         {"refcount-cache-size", OptType::Size, "accepted for compatibility"},
         {"cache-clean-interval", OptType::Int, "accepted for compatibility"},
