@@ -68,3 +68,11 @@ ok "backing loop refused"
 sum_before=$(sha256sum h-l2-entry-past-eof.qcow2)
 run "$BLKIMG" map h-l2-entry-past-eof.qcow2 >/dev/null 2>&1 || true
 expect_eq "hostile image unchanged" "$sum_before" "$(sha256sum h-l2-entry-past-eof.qcow2)"
+ok "hostile image never written"
+
+# A chain deeper than 16 images is refused, not opened to exhaustion.
+qemu-img create -q -f qcow2 d0.qcow2 1M
+for i in $(seq 1 20); do qemu-img create -q -f qcow2 -b d$((i - 1)).qcow2 -F qcow2 d$i.qcow2; done
+expect_fail 1 "d20\.qcow2.*deeper than 16" run "$BLKIMG" map d20.qcow2
+"$BLKIMG" map d15.qcow2 >/dev/null || fail "a 16-image chain was refused"
+ok "deep chain refused"
