@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "blk/driver.h"
@@ -132,7 +133,13 @@ protected:
         st.file = this;
         st.bytes = bytes;
         st.flags = kStatusData | kStatusOffsetValid;
-        off_t data = ::lseek(fd_.get(), static_cast<off_t>(off), SEEK_DATA);
+        // A walk asks where the hole it was just told about ends: that offset is known data,
+        // so skip asking again (a third fewer lseeks on a map). Only a hint for read-only files.
+        off_t data;
+        {
+            std::lock_guard lock(hint_mu_);
+            data = read_only_ && off == data_hint_ ? static_cast<off_t>(off) : ::lseek(fd_.get(), static_cast<off_t>(off), SEEK_DATA);
+        }
         if (data < 0) {
             if (errno == ENXIO) {
                 st.flags = kStatusZero | kStatusOffsetValid;  // a hole up to the end
@@ -142,6 +149,8 @@ protected:
         if (static_cast<uint64_t>(data) > off) {
             st.bytes = std::min<uint64_t>(bytes, static_cast<uint64_t>(data) - off);
             st.flags = kStatusZero | kStatusOffsetValid;
+            std::lock_guard lock(hint_mu_);
+            data_hint_ = static_cast<uint64_t>(data);
             return st;
         }
         off_t hole = ::lseek(fd_.get(), static_cast<off_t>(off), SEEK_HOLE);
@@ -152,6 +161,8 @@ protected:
 private:
     std::string path_;
     Fd fd_;
+    std::mutex hint_mu_;
+    uint64_t data_hint_ = UINT64_MAX;  // an offset SEEK_DATA last returned
 };
 
 Result<std::shared_ptr<Node>> open_file(OpenContext& ctx, const Json& opts) {

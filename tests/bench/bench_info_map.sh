@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # Times blkimg against qemu-img side by side in one run, alternating, and prints the median
 # wall time of each, the ratio blkimg/qemu-img and peak RSS, for info and map.
-# usage: tests/bench/bench_info_map.sh [BLKIMG] [RUNS]   (not a test; needs /usr/bin/time)
+# usage: tests/bench/bench_info_map.sh [BLKIMG] [RUNS]   (not a test; needs qemu-utils, python3)
 set -euo pipefail
 BLKIMG=$(realpath "${1:-build/tools/blkimg}")
 RUNS=${2:-30}
-command -v /usr/bin/time >/dev/null || { echo "install the 'time' package" >&2; exit 1; }
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 cd "$W"
@@ -31,38 +30,43 @@ qemu-io -f qcow2 -c 'write -P 2 8M 16M' c1.qcow2 >/dev/null
 qemu-img create -q -f qcow2 -b c1.qcow2 -F qcow2 c2.qcow2
 qemu-io -f qcow2 -c 'write -P 3 20M 16M' c2.qcow2 >/dev/null
 
-# measure TOOL ARGS...: prints "seconds maxrss_kib"
-measure() {
-    /usr/bin/time -f "%e %M" -o t.out "$@" >/dev/null 2>&1
-    local s r; read -r s r <t.out
-    # %e has 10 ms resolution: use a high-resolution clock for the wall time instead.
-    echo "$r"
-}
-now() { date +%s.%N; }
+# Alternate qemu-img and blkimg on each case; wall time from a monotonic clock, medians of
+# RUNS pairs. Peak RSS comes from /usr/bin/time (package time): a child forked from python
+# would report python's own RSS.
+python3 - "$BLKIMG" "$RUNS" <<'PY'
+import os, statistics, subprocess, sys, time
+blkimg, runs = sys.argv[1], int(sys.argv[2])
+cases = [
+    ("info qcow2", ["info", "many.qcow2"]),
+    ("info --output=json --backing-chain (3 deep)", ["info", "--output=json", "--backing-chain", "c2.qcow2"]),
+    ("map --output=json qcow2, 15k extents", ["map", "--output=json", "many.qcow2"]),
+    ("map --output=json raw, 15k extents", ["map", "--output=json", "-f", "raw", "many.raw"]),
+    ("map --output=json 3-deep chain", ["map", "--output=json", "c2.qcow2"]),
+]
+def run(argv):
+    with open(os.devnull, "wb") as null:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(argv, stdout=null, stderr=null)
+        _, status = os.waitpid(p.pid, 0)
+        t1 = time.perf_counter()
+    if status != 0:
+        sys.exit("failed: %s" % " ".join(argv))
+    return t1 - t0
 
-median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-
-printf '| case | qemu-img median (ms) | blkimg median (ms) | ratio | qemu-img peak RSS (KiB) | blkimg peak RSS (KiB) |\n'
-printf '|---|---:|---:|---:|---:|---:|\n'
-bench() {  # bench LABEL ARGS... (the same arguments for both tools)
-    local label=$1; shift
-    : >q.t; : >b.t; : >q.m; : >b.m
-    for ((i = 0; i < RUNS; i++)); do
-        for tool in q b; do
-            local exe=qemu-img; [ $tool = b ] && exe=$BLKIMG
-            local t0 t1
-            t0=$(now); "$exe" "$@" >/dev/null 2>&1 || true; t1=$(now)
-            echo "$t1 - $t0" | bc -l >>$tool.t
-            measure "$exe" "$@" >>$tool.m
-        done
-    done
-    local qt bt qm bm
-    qt=$(median <q.t); bt=$(median <b.t); qm=$(median <q.m); bm=$(median <b.m)
-    printf '| %s | %.1f | %.1f | %.2f | %s | %s |\n' "$label" "$(echo "$qt*1000" | bc -l)" "$(echo "$bt*1000" | bc -l)" \
-        "$(echo "$bt/$qt" | bc -l)" "$qm" "$bm"
-}
-bench "info qcow2" info many.qcow2
-bench "info --output=json --backing-chain (3 deep)" info --output=json --backing-chain c2.qcow2
-bench "map --output=json qcow2, 15k extents" map --output=json many.qcow2
-bench "map --output=json raw, 15k extents" map --output=json -f raw many.raw
-bench "map --output=json 3-deep chain" map --output=json c2.qcow2
+def peak_rss(argv):
+    out = subprocess.run(["/usr/bin/time", "-f", "%M"] + argv, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, check=True).stderr
+    return int(out.strip().splitlines()[-1])
+print("| case | qemu-img median (ms) | blkimg median (ms) | ratio | qemu-img peak RSS (KiB) | blkimg peak RSS (KiB) |")
+print("|---|---:|---:|---:|---:|---:|")
+for label, args in cases:
+    q, b = [], []
+    for _ in range(runs):
+        q.append(run(["qemu-img"] + args))
+        b.append(run([blkimg] + args))
+    qt = statistics.median(q) * 1000
+    bt = statistics.median(b) * 1000
+    qm = max(peak_rss(["qemu-img"] + args) for _ in range(3))
+    bm = max(peak_rss([blkimg] + args) for _ in range(3))
+    print("| %s | %.1f | %.1f | %.2f | %d | %d |" % (label, qt, bt, bt / qt, qm, bm))
+PY
