@@ -2,6 +2,7 @@
 // (qemu-img info compatible; JSON adds qemu 8's "children").
 #include <cinttypes>
 #include <cstdio>
+#include <ctime>
 #include <set>
 
 #include "common.h"
@@ -26,6 +27,8 @@ blk::Json image_info(const blk::Node& n) {
         if (auto full = blk::resolve_backing_name(n.filename(), backing)) info["full-backing-filename"] = *full;
         if (!n.backing_format().empty()) info["backing-filename-format"] = n.backing_format();
     }
+    blk::Json snaps = n.snapshots();
+    if (!snaps.empty()) info["snapshots"] = snaps;
     blk::Json fs = n.format_specific();
     if (!fs.is_null()) info["format-specific"] = fs;
     blk::Json children = blk::Json::array();
@@ -36,6 +39,27 @@ blk::Json image_info(const blk::Node& n) {
     }
     info["children"] = children;
     return info;
+}
+
+// One row of qemu's snapshot table; the date in local time, as qemu prints it.
+std::string snapshot_line(const blk::Json& sn) {
+    const uint64_t clock = sn["vm-clock-sec"].get<uint64_t>() * 1000000000ull + sn["vm-clock-nsec"].get<uint64_t>();
+    const uint64_t secs = clock / 1000000000ull;
+    char clock_buf[64];
+    std::snprintf(clock_buf, sizeof clock_buf, "%02d:%02d:%02d.%03d", static_cast<int>(secs / 3600),
+                  static_cast<int>((secs / 60) % 60), static_cast<int>(secs % 60),
+                  static_cast<int>((clock / 1000000) % 1000));
+    const time_t date = static_cast<time_t>(sn["date-sec"].get<uint64_t>());
+    struct tm tm {};
+    localtime_r(&date, &tm);
+    char date_buf[64];
+    std::strftime(date_buf, sizeof date_buf, "%Y-%m-%d %H:%M:%S", &tm);
+    const std::string icount = sn.contains("icount") ? std::to_string(sn["icount"].get<uint64_t>()) : "";
+    char line[512];
+    std::snprintf(line, sizeof line, "%-9s %-16s %8s%20s%13s%11s\n", sn["id"].get<std::string>().c_str(),
+                  sn["name"].get<std::string>().c_str(), size_to_str(sn["vm-state-size"].get<uint64_t>()).c_str(), date_buf,
+                  clock_buf, icount.c_str());
+    return line;
 }
 
 std::string human_info(const blk::Json& info) {
@@ -59,6 +83,12 @@ std::string human_info(const blk::Json& info) {
         out += "\n";
         if (info.contains("backing-filename-format"))
             out += "backing file format: " + info["backing-filename-format"].get<std::string>() + "\n";
+    }
+    if (info.contains("snapshots")) {
+        out += "Snapshot list:\n";
+        std::snprintf(buf, sizeof buf, "%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
+        out += buf;
+        for (const blk::Json& sn : info["snapshots"]) out += snapshot_line(sn);
     }
     if (info.contains("format-specific")) {
         out += "Format specific information:\n";

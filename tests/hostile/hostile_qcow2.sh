@@ -32,6 +32,15 @@ for c in $open_cases; do
     ok "$c refused at open"
 done
 
+# Broken snapshot table entries.
+qemu-img create -q -f qcow2 sbase.qcow2 64M
+qemu-img snapshot -c s1 sbase.qcow2
+for c in snapshot-extra-huge snapshot-extra-too-large; do
+    $MK "$c" sbase.qcow2 "h-$c.qcow2"
+    expect_fail 1 "h-$c\.qcow2.*snapshot" run "$BLKIMG" info --output=json "h-$c.qcow2"
+    ok "$c refused"
+done
+
 # Broken tables below the header: reading the data refuses cleanly; info and map may
 # succeed (qemu-img does) but must never crash.
 read_cases="l1-entry-past-eof l1-entry-unaligned l2-entry-past-eof l2-entry-unaligned

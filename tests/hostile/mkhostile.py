@@ -68,6 +68,14 @@ def main():
     elif case == "snapshots-huge":
         u32(b, NB_SNAP, 0xFFFFFFFF)
         u64(b, SNAP_OFF, 0x10000)
+    elif case == "snapshot-extra-huge":
+        # Expects a base with one snapshot: its extra data size runs past the file.
+        so = get64(b, SNAP_OFF)
+        u32(b, so + 36, 1000)
+        struct.pack_into(">H", b, so + 14, 0xFFFF)
+    elif case == "snapshot-extra-too-large":
+        so = get64(b, SNAP_OFF)
+        u32(b, so + 36, 0x7FFFFFFF)
     elif case == "backing-name-too-long":
         u64(b, BACKING_OFF, 0x200)
         u32(b, BACKING_SIZE, 4000)

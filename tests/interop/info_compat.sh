@@ -29,7 +29,13 @@ qemu-img create -q -f qcow2 bitmaps.qcow2 8M
 qemu-img bitmap --add bitmaps.qcow2 b0
 qemu-img bitmap --add -g 128k bitmaps.qcow2 second
 qemu-img bitmap --add bitmaps.qcow2 off && qemu-img bitmap --disable bitmaps.qcow2 off
-VARIANTS="$VARIANTS dirty.qcow2 corrupt.qcow2 bitmaps.qcow2"
+qemu-img create -q -f qcow2 snaps.qcow2 8M
+qemu-io -f qcow2 -c 'write 0 1M' snaps.qcow2 >/dev/null
+qemu-img snapshot -c snap1 snaps.qcow2
+qemu-img snapshot -c 'second one' snaps.qcow2
+qemu-img create -q -f qcow2 -o compat=0.10 snaps-v2.qcow2 8M
+qemu-img snapshot -c old snaps-v2.qcow2
+VARIANTS="$VARIANTS dirty.qcow2 corrupt.qcow2 bitmaps.qcow2 snaps.qcow2 snaps-v2.qcow2"
 
 n=0
 for img in $VARIANTS; do

@@ -71,8 +71,11 @@ public:
         BLK_TRY(load_l1());
         BLK_TRY(ctx.open_backing(*this, opts, h_.backing_file, h_.backing_format, name_));
         if (h_.has_bitmaps_ext && h_.version >= 3) BLK_TRY(load_bitmaps());
+        if (h_.nb_snapshots > 0) BLK_TRY(load_snapshots());
         return {};
     }
+
+    Json snapshots() const override { return snapshots_; }
 
     bool supports_backing() const override { return true; }
     std::string backing_file_name() const override { return h_.backing_file; }
@@ -374,6 +377,55 @@ private:
         return {};
     }
 
+    // Reads the snapshot table for info's snapshot list; every entry is bounds-checked and
+    // the whole table is capped at kMaxSnapshotTableBytes.
+    Status load_snapshots() {
+        constexpr uint64_t kEntryHeader = 40;
+        uint64_t off = h_.snapshots_offset;
+        const uint64_t fsize = file_->size();
+        for (uint32_t i = 0; i < h_.nb_snapshots; ++i) {
+            const std::string where = name_ + ": snapshot " + std::to_string(i) + " at " + hex(off);
+            if (off - h_.snapshots_offset > kMaxSnapshotTableBytes) return make_error(EINVAL, name_ + ": snapshot table too large");
+            if (off > fsize || kEntryHeader > fsize - off) return make_error(EINVAL, where + " lies past the end of the file");
+            std::byte hdr[kEntryHeader];
+            BLK_TRY(file_->read(off, hdr).context(where));
+            const uint16_t id_size = load_be16(hdr + 12);
+            const uint16_t name_size = load_be16(hdr + 14);
+            const uint32_t date_sec = load_be32(hdr + 16);
+            const uint32_t date_nsec = load_be32(hdr + 20);
+            const uint64_t vm_clock = load_be64(hdr + 24);
+            const uint32_t vm_state32 = load_be32(hdr + 32);
+            const uint32_t extra_size = load_be32(hdr + 36);
+            if (extra_size > kMaxSnapshotExtraData) return make_error(EINVAL, where + ": extra data too large");
+            const uint64_t rest = uint64_t{extra_size} + id_size + name_size;
+            if (off + kEntryHeader > fsize || rest > fsize - off - kEntryHeader) {
+                return make_error(EINVAL, where + " lies past the end of the file");
+            }
+            std::vector<std::byte> body(rest);
+            BLK_TRY(file_->read(off + kEntryHeader, body).context(where));
+            uint64_t vm_state = vm_state32;
+            if (extra_size >= 8) vm_state = load_be64(body.data());
+            std::optional<uint64_t> icount;
+            if (extra_size >= 24) {
+                const uint64_t ic = load_be64(body.data() + 16);
+                if (ic != UINT64_MAX) icount = ic;
+            }
+            const char* str = reinterpret_cast<const char*>(body.data() + extra_size);
+            Json sn = Json::object();
+            sn["id"] = std::string(str, id_size);
+            sn["name"] = std::string(str + id_size, name_size);
+            sn["vm-state-size"] = vm_state;
+            sn["date-sec"] = date_sec;
+            sn["date-nsec"] = date_nsec;
+            sn["vm-clock-sec"] = vm_clock / 1000000000ull;
+            sn["vm-clock-nsec"] = vm_clock % 1000000000ull;
+            if (icount) sn["icount"] = *icount;
+            snapshots_.push_back(std::move(sn));
+            off += (kEntryHeader + rest + 7) & ~7ull;
+        }
+        return {};
+    }
+
     // Reads the bitmap directory for info's "bitmaps" list.
     Status load_bitmaps() {
         // The extension itself is re-read here: its fields were not kept by the header parser.
@@ -432,6 +484,7 @@ private:
     std::string name_;
     std::vector<uint64_t> l1_;
     Json bitmaps_ = Json::array();
+    Json snapshots_ = Json::array();
 
     std::mutex mu_;  // guards the L2 cache
     size_t cache_max_;

@@ -124,6 +124,9 @@ public:
     virtual std::optional<uint64_t> cluster_size() const { return std::nullopt; }
     // The dirty flag; nullopt where the driver has no such notion (qemu prints none).
     virtual std::optional<bool> dirty() const { return false; }
+    // Internal snapshots as qemu's SnapshotInfo list (id, name, vm-state-size, date-sec,
+    // date-nsec, vm-clock-sec, vm-clock-nsec, icount), or an empty array.
+    virtual Json snapshots() const { return Json::array(); }
     // qemu's "format-specific" object ({"type": ..., "data": {...}}), or null.
     virtual Json format_specific() const { return nullptr; }
     // Bytes allocated on the host (qemu's actual-size); ENOTSUP if unknown.
