@@ -27,23 +27,24 @@ constexpr off_t kLockSharedBase = 200;
 enum LockPerm : unsigned { kPermConsistentRead = 0, kPermWrite = 1, kPermWriteUnchanged = 2, kPermResize = 3 };
 constexpr const char* kPermNames[] = {"consistent read", "write", "write unchanged", "resize"};
 
-Status lock_byte(int fd, off_t byte) {
+struct flock one_byte(short type, off_t byte) {
     struct flock fl {};
-    fl.l_type = F_RDLCK;
+    fl.l_type = type;
     fl.l_whence = SEEK_SET;
     fl.l_start = byte;
     fl.l_len = 1;
+    return fl;
+}
+
+Status lock_byte(int fd, off_t byte) {
+    struct flock fl = one_byte(F_RDLCK, byte);
     if (fcntl(fd, F_OFD_SETLK, &fl) != 0) return errno_error(errno, "lock");
     return {};
 }
 
 // True if another open file description holds a lock on `byte`.
 bool byte_locked_by_other(int fd, off_t byte) {
-    struct flock fl {};
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = byte;
-    fl.l_len = 1;
+    struct flock fl = one_byte(F_WRLCK, byte);
     if (fcntl(fd, F_OFD_GETLK, &fl) != 0) return false;
     return fl.l_type != F_UNLCK;
 }

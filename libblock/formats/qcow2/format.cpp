@@ -66,6 +66,11 @@ Status parse_extensions(Header& h, std::span<const std::byte> head, uint64_t sta
                 break;
             case kExtBitmaps:
                 h.has_bitmaps_ext = true;
+                if (len >= 24) {
+                    h.nb_bitmaps = load_be32(p);
+                    h.bitmap_dir_size = load_be64(p + 8);
+                    h.bitmap_dir_offset = load_be64(p + 16);
+                }
                 break;
             case kExtCryptoHeader:
                 h.has_crypto_ext = true;

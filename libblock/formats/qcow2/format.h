@@ -86,6 +86,9 @@ struct Header {
     std::string data_file;
     std::vector<FeatureName> features;
     bool has_bitmaps_ext = false;
+    uint32_t nb_bitmaps = 0;           // from the bitmaps extension
+    uint64_t bitmap_dir_size = 0;
+    uint64_t bitmap_dir_offset = 0;
     bool has_crypto_ext = false;
 
     uint64_t cluster_size() const { return 1ull << cluster_bits; }

@@ -428,52 +428,36 @@ private:
 
     // Reads the bitmap directory for info's "bitmaps" list.
     Status load_bitmaps() {
-        // The extension itself is re-read here: its fields were not kept by the header parser.
         const uint64_t cs = h_.cluster_size();
-        std::vector<std::byte> head(std::min<uint64_t>(cs, file_->size()));
-        BLK_TRY(file_->read(0, head));
-        uint64_t off = h_.header_length;
-        uint64_t end = h_.backing_file_offset ? std::min<uint64_t>(h_.backing_file_offset, head.size()) : head.size();
-        while (off + 8 <= end) {
-            uint32_t type = load_be32(head.data() + off);
-            uint32_t len = load_be32(head.data() + off + 4);
-            off += 8;
-            if (type == kExtEnd || len > end - off) break;
-            if (type == kExtBitmaps && len >= 24) {
-                const uint32_t nb = load_be32(head.data() + off);
-                const uint64_t dir_size = load_be64(head.data() + off + 8);
-                const uint64_t dir_off = load_be64(head.data() + off + 16);
-                if (nb == 0) return {};
-                if (nb > kMaxBitmaps || dir_size > kBitmapDirMaxBytes || dir_off % cs != 0 || dir_off > file_->size() ||
-                    dir_size > file_->size() - dir_off) {
-                    return make_error(EINVAL, name_ + ": bitmap directory is invalid");
-                }
-                std::vector<std::byte> dir(dir_size);
-                BLK_TRY(file_->read(dir_off, dir).context(name_ + ": reading the bitmap directory"));
-                uint64_t p = 0;
-                for (uint32_t i = 0; i < nb; ++i) {
-                    if (p + 24 > dir.size()) return make_error(EINVAL, name_ + ": bitmap directory is truncated");
-                    const uint32_t flags = load_be32(dir.data() + p + 12);
-                    const uint8_t gran_bits = std::to_integer<uint8_t>(dir[p + 17]);
-                    const uint16_t name_size = load_be16(dir.data() + p + 18);
-                    const uint32_t extra = load_be32(dir.data() + p + 20);
-                    const uint64_t entry_len = (24ull + extra + name_size + 7) & ~7ull;
-                    if (p + 24 + extra + name_size > dir.size() || gran_bits > 63) {
-                        return make_error(EINVAL, name_ + ": bitmap directory entry " + std::to_string(i) + " is invalid");
-                    }
-                    Json b = Json::object();
-                    Json fl = Json::array();
-                    if (flags & 1) fl.push_back("in-use");
-                    if (flags & 2) fl.push_back("auto");
-                    b["flags"] = fl;
-                    b["name"] = std::string(reinterpret_cast<const char*>(dir.data() + p + 24 + extra), name_size);
-                    b["granularity"] = 1ull << gran_bits;
-                    bitmaps_.push_back(std::move(b));
-                    p += entry_len;
-                }
-                return {};
+        const uint32_t nb = h_.nb_bitmaps;
+        const uint64_t dir_size = h_.bitmap_dir_size;
+        const uint64_t dir_off = h_.bitmap_dir_offset;
+        if (nb == 0) return {};
+        if (nb > kMaxBitmaps || dir_size > kBitmapDirMaxBytes || dir_off % cs != 0 || dir_off > file_->size() ||
+            dir_size > file_->size() - dir_off) {
+            return make_error(EINVAL, name_ + ": bitmap directory is invalid");
+        }
+        std::vector<std::byte> dir(dir_size);
+        BLK_TRY(file_->read(dir_off, dir).context(name_ + ": reading the bitmap directory"));
+        uint64_t p = 0;
+        for (uint32_t i = 0; i < nb; ++i) {
+            if (p + 24 > dir.size()) return make_error(EINVAL, name_ + ": bitmap directory is truncated");
+            const uint32_t flags = load_be32(dir.data() + p + 12);
+            const uint8_t gran_bits = std::to_integer<uint8_t>(dir[p + 17]);
+            const uint16_t name_size = load_be16(dir.data() + p + 18);
+            const uint32_t extra = load_be32(dir.data() + p + 20);
+            if (p + 24 + extra + name_size > dir.size() || gran_bits > 63) {
+                return make_error(EINVAL, name_ + ": bitmap directory entry " + std::to_string(i) + " is invalid");
             }
-            off += (static_cast<uint64_t>(len) + 7) & ~7ull;
+            Json b = Json::object();
+            Json fl = Json::array();
+            if (flags & 1) fl.push_back("in-use");
+            if (flags & 2) fl.push_back("auto");
+            b["flags"] = fl;
+            b["name"] = std::string(reinterpret_cast<const char*>(dir.data() + p + 24 + extra), name_size);
+            b["granularity"] = 1ull << gran_bits;
+            bitmaps_.push_back(std::move(b));
+            p += (24ull + extra + name_size + 7) & ~7ull;
         }
         return {};
     }
