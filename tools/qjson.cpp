@@ -9,29 +9,7 @@ namespace blkimg {
 
 namespace {
 
-void quoted(std::string& out, const std::string& s) {
-    out += '"';
-    for (unsigned char c : s) {
-        switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\b': out += "\\b"; break;
-            case '\f': out += "\\f"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            default:
-                if (c < 0x20 || c == 0x7f) {
-                    char buf[8];
-                    std::snprintf(buf, sizeof buf, "\\u%04X", c);
-                    out += buf;
-                } else {
-                    out += static_cast<char>(c);
-                }
-        }
-    }
-    out += '"';
-}
+void quoted(std::string& out, const std::string& s) { out += blk::qemu_json_quote(s); }
 
 void scalar(std::string& out, const blk::Json& j) {
     if (j.is_string()) quoted(out, j.get<std::string>());

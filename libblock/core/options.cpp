@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 
@@ -384,6 +385,30 @@ unsigned qdict_bucket(const std::string& key) {
     return (1103515243u * value + 12345u) % kQdictBuckets;
 }
 
+// Decodes one UTF-8 sequence at s[i]; returns the code point (-1 if invalid) and advances i.
+long decode_utf8(std::string_view s, size_t& i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (len == 0) {
+        ++i;
+        return -1;
+    }
+    long cp = len == 1 ? c : c & (0x7F >> len);
+    for (int k = 1; k < len; ++k) {
+        if (i + k >= s.size() || (static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) {
+            i += k;
+            return -1;
+        }
+        cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+    }
+    i += len;
+    // qemu reads modified UTF-8: C0 80 is NUL.
+    if (len == 2 && cp == 0) return 0;
+    static const long kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return -1;
+    return cp;
+}
+
 void append_json(std::string& out, const Json& j) {
     if (j.is_object()) {
         std::vector<std::string> keys;
@@ -393,7 +418,7 @@ void append_json(std::string& out, const Json& j) {
         for (size_t i : qemu_dict_order(keys)) {
             if (!first) out += ", ";
             first = false;
-            out += Json(keys[i]).dump();
+            out += qemu_json_quote(keys[i]);
             out += ": ";
             append_json(out, j[keys[i]]);
         }
@@ -407,12 +432,44 @@ void append_json(std::string& out, const Json& j) {
             append_json(out, e);
         }
         out += ']';
+    } else if (j.is_string()) {
+        out += qemu_json_quote(j.get_ref<const std::string&>());
     } else {
         out += j.dump();
     }
 }
 
 }  // namespace
+
+std::string qemu_json_quote(std::string_view s) {
+    std::string out = "\"";
+    char buf[16];
+    for (size_t i = 0; i < s.size();) {
+        long cp = decode_utf8(s, i);
+        switch (cp) {
+            case '"': out += "\\\""; continue;
+            case '\\': out += "\\\\"; continue;
+            case '\b': out += "\\b"; continue;
+            case '\f': out += "\\f"; continue;
+            case '\n': out += "\\n"; continue;
+            case '\r': out += "\\r"; continue;
+            case '\t': out += "\\t"; continue;
+            default: break;
+        }
+        if (cp < 0) cp = 0xFFFD;
+        if (cp > 0xFFFF) {
+            std::snprintf(buf, sizeof buf, "\\u%04lX\\u%04lX", 0xD800 + ((cp - 0x10000) >> 10), 0xDC00 + ((cp - 0x10000) & 0x3FF));
+            out += buf;
+        } else if (cp < 0x20 || cp >= 0x7F) {
+            std::snprintf(buf, sizeof buf, "\\u%04lX", cp);
+            out += buf;
+        } else {
+            out += static_cast<char>(cp);
+        }
+    }
+    out += '"';
+    return out;
+}
 
 std::vector<size_t> qemu_dict_order(const std::vector<std::string>& keys) {
     std::vector<size_t> idx(keys.size());

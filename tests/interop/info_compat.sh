@@ -57,6 +57,16 @@ same_info --output=json 'json:{"driver":"qcow2","file":{"driver":"file","filenam
 same_info --output=json -U v3.qcow2
 ok "chains, image options and json: filenames match"
 
+# Non-ASCII and invalid UTF-8 names are escaped as qemu escapes them (\uXXXX, U+FFFD).
+qemu-img create -q -f raw 'é😀.raw' 1M
+bad=$(printf 'bad\377.raw')
+qemu-img create -q -f raw "$bad" 1M
+same_info --output=json 'é😀.raw'
+same_info --output=json "$bad"
+same_info --output=json --image-opts 'driver=raw,offset=512,file.filename=é😀.raw'
+same_info 'é😀.raw'
+ok "non-ASCII names match"
+
 # A missing backing file does not stop info (it opens each image alone).
 qemu-img create -q -f qcow2 -b v3.qcow2 -F qcow2 orphan.qcow2
 mv v3.qcow2 moved.qcow2

@@ -141,3 +141,13 @@ TEST_CASE("qemu's dictionary order puts later inserts first within a bucket") {
     CHECK(order[1] == 1);
     CHECK(order[2] == 2);
 }
+
+TEST_CASE("JSON strings are escaped as qemu writes them") {
+    CHECK(blk::qemu_json_quote("a\"b\\c\n") == "\"a\\\"b\\\\c\\n\"");
+    CHECK(blk::qemu_json_quote("\xc3\xa9") == "\"\\u00E9\"");                      // é
+    CHECK(blk::qemu_json_quote("\xf0\x9f\x98\x80") == "\"\\uD83D\\uDE00\"");      // U+1F600
+    CHECK(blk::qemu_json_quote("x\xffy") == "\"x\\uFFFDy\"");                        // invalid byte
+    CHECK(blk::qemu_json_quote("\x01\x7f") == "\"\\u0001\\u007F\"");
+    CHECK(blk::qemu_json_quote("\xc0\x80") == "\"\\u0000\"");                       // modified UTF-8 NUL
+    CHECK(blk::qemu_json_quote("\xc1\x81") == "\"\\uFFFD\"");                       // overlong
+}

@@ -77,6 +77,10 @@ Result<std::optional<int64_t>> opt_int(const Json& opts, std::string_view key);
 // qemu prints every JSON object (info, json: filenames) in this order.
 std::vector<size_t> qemu_dict_order(const std::vector<std::string>& keys);
 
+// A JSON string literal as qemu writes it: ASCII printable as is, the usual backslash escapes,
+// everything else as \uXXXX (surrogate pairs beyond the BMP, U+FFFD for invalid UTF-8).
+std::string qemu_json_quote(std::string_view s);
+
 // Serialises an options tree as qemu prints json: filenames ({"a": "b", "c": {...}}),
 // keys in qemu's dictionary order.
 std::string to_json_filename(const Json& opts);
