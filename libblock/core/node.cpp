@@ -40,16 +40,96 @@ Status Node::write(uint64_t off, std::span<const std::byte> buf) {
     return do_write(off, buf);
 }
 
+Status Node::write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) {
+    if (read_only_) return make_error(EACCES, "node '" + driver_ + "' is read-only");
+    BLK_TRY(check_range(*this, off, bytes, "write zeroes"));
+    if (bytes == 0) return {};
+    return do_write_zeroes(off, bytes, flags);
+}
+
+Status Node::discard(uint64_t off, uint64_t bytes) {
+    if (read_only_) return make_error(EACCES, "node '" + driver_ + "' is read-only");
+    BLK_TRY(check_range(*this, off, bytes, "discard"));
+    if (bytes == 0) return {};
+    return do_discard(off, bytes);
+}
+
 Status Node::flush() {
     if (read_only_) return {};
     return do_flush();
+}
+
+Status Node::truncate(uint64_t size, Prealloc prealloc) {
+    if (read_only_) return make_error(EACCES, "node '" + driver_ + "' is read-only");
+    return do_truncate(size, prealloc);
+}
+
+Result<CompressedCluster> Node::compress_cluster(std::span<const std::byte>) const {
+    return make_error(ENOTSUP, "Compression not supported for this file format");
+}
+
+Status Node::write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c) {
+    if (read_only_) return make_error(EACCES, "node '" + driver_ + "' is read-only");
+    BLK_TRY(check_range(*this, off, len, "compressed write"));
+    if (!can_write_compressed()) return make_error(ENOTSUP, "Compression not supported for this file format");
+    auto cs = cluster_size();
+    if (!cs || off % *cs != 0 || len == 0 || len > *cs || (len < *cs && off + len != size_)) {
+        return make_error(EINVAL, "compressed write at " + std::to_string(off) + " (" + std::to_string(len) +
+                                      " bytes) is not one whole cluster");
+    }
+    if (!c.compressed && c.bytes.size() != len) {
+        return make_error(EINVAL, "uncompressed cluster payload of " + std::to_string(c.bytes.size()) +
+                                      " bytes for " + std::to_string(len) + " guest bytes");
+    }
+    return do_write_compressed(off, len, c);
 }
 
 Status Node::do_write(uint64_t, std::span<const std::byte>) {
     return make_error(ENOTSUP, "driver '" + driver_ + "' does not support writing");
 }
 
+Status Node::do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) {
+    if (flags & kZeroNoFallback) return make_error(ENOTSUP, "driver '" + driver_ + "' cannot write zeroes efficiently");
+    constexpr uint64_t kZeroChunk = 1 << 20;
+    static const std::vector<std::byte> zeroes(kZeroChunk);
+    while (bytes > 0) {
+        uint64_t n = std::min(bytes, kZeroChunk);
+        BLK_TRY(do_write(off, std::span(zeroes).first(n)));
+        off += n;
+        bytes -= n;
+    }
+    return {};
+}
+
+Status Node::do_discard(uint64_t, uint64_t) { return {}; }
+
 Status Node::do_flush() { return {}; }
+
+Status Node::do_truncate(uint64_t, Prealloc) {
+    return make_error(ENOTSUP, "driver '" + driver_ + "' does not support resizing");
+}
+
+Status Node::do_write_compressed(uint64_t, uint64_t, const CompressedCluster&) {
+    return make_error(ENOTSUP, "Compression not supported for this file format");
+}
+
+std::optional<Prealloc> parse_prealloc(std::string_view text) {
+    if (text == "off") return Prealloc::Off;
+    if (text == "metadata") return Prealloc::Metadata;
+    if (text == "falloc") return Prealloc::Falloc;
+    if (text == "full") return Prealloc::Full;
+    return std::nullopt;
+}
+
+const char* prealloc_name(Prealloc p) {
+    switch (p) {
+        case Prealloc::Off: return "off";
+        case Prealloc::Metadata: return "metadata";
+        case Prealloc::Falloc: return "falloc";
+        case Prealloc::Full: return "full";
+    }
+    return "off";
+}
 
 Result<BlockStatus> Node::do_block_status(uint64_t, uint64_t bytes) {
     BlockStatus st;
@@ -210,8 +290,10 @@ const Child* Node::find_child(const std::string& name) const {
 
 Status FilterNode::attach_filtered(std::string name, std::shared_ptr<Node> child) {
     uint64_t sz = child ? child->size() : 0;
+    bool ro = child ? child->read_only() : true;
     BLK_TRY(attach_child(std::move(name), std::move(child), kRoleFiltered | kRolePrimary));
     size_ = sz;
+    read_only_ = ro;
     return {};
 }
 
@@ -222,6 +304,22 @@ Status FilterNode::do_read(uint64_t off, std::span<std::byte> buf) { return belo
 Status FilterNode::do_write(uint64_t off, std::span<const std::byte> buf) { return below().write(off, buf); }
 
 Status FilterNode::do_flush() { return below().flush(); }
+
+Status FilterNode::do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) {
+    return below().write_zeroes(off, bytes, flags);
+}
+
+Status FilterNode::do_discard(uint64_t off, uint64_t bytes) { return below().discard(off, bytes); }
+
+Status FilterNode::do_truncate(uint64_t size, Prealloc prealloc) {
+    BLK_TRY(below().truncate(size, prealloc));
+    size_ = below().size();
+    return {};
+}
+
+Status FilterNode::do_write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c) {
+    return below().write_compressed(off, len, c);
+}
 
 Result<BlockStatus> FilterNode::do_block_status(uint64_t off, uint64_t bytes) {
     BlockStatus st;

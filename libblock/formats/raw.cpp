@@ -16,6 +16,7 @@ public:
 
     Status attach(std::shared_ptr<Node> file, uint64_t size) {
         if (!window_) return attach_filtered("file", std::move(file));
+        read_only_ = file->read_only();
         BLK_TRY(attach_child("file", std::move(file), kRoleData | kRolePrimary));
         size_ = size;
         return {};
@@ -26,6 +27,10 @@ protected:
 
     Status do_read(uint64_t off, std::span<std::byte> buf) override { return host().read(offset_ + off, buf); }
     Status do_write(uint64_t off, std::span<const std::byte> buf) override { return host().write(offset_ + off, buf); }
+    Status do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) override {
+        return host().write_zeroes(offset_ + off, bytes, flags);
+    }
+    Status do_discard(uint64_t off, uint64_t bytes) override { return host().discard(offset_ + off, bytes); }
     Status do_flush() override { return host().flush(); }
     Result<BlockStatus> do_block_status(uint64_t off, uint64_t bytes) override {
         BlockStatus st;

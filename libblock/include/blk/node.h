@@ -7,6 +7,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "blk/options.h"
@@ -50,6 +51,25 @@ struct Child {
     unsigned roles = 0;
 };
 
+// Flags for write_zeroes.
+enum ZeroFlag : unsigned {
+    kZeroMayUnmap = 1u << 0,    // the range may be deallocated (a hole, a zero cluster without host space)
+    kZeroNoFallback = 1u << 1,  // fail with ENOTSUP rather than write buffers of zeroes
+};
+
+// Preallocation for create and truncate (qemu's PreallocMode).
+enum class Prealloc { Off, Metadata, Falloc, Full };
+// "off", "metadata", "falloc", "full"; nullopt for anything else.
+std::optional<Prealloc> parse_prealloc(std::string_view text);
+const char* prealloc_name(Prealloc p);
+
+// One cluster prepared for write_compressed(): the payload to store and whether it is
+// compressed (a cluster that does not shrink is stored as plain data, as qemu does).
+struct CompressedCluster {
+    std::vector<std::byte> bytes;
+    bool compressed = false;
+};
+
 // Limits a driver announces; requests are checked against them once, in the core.
 struct NodeLimits {
     uint32_t request_alignment = 1;
@@ -76,7 +96,30 @@ public:
     // Reads [off, off+buf.size()); the range must lie within size().
     Status read(uint64_t off, std::span<std::byte> buf);
     Status write(uint64_t off, std::span<const std::byte> buf);
+    // Makes [off, off+bytes) read as zeroes (ZeroFlag bits). Without kZeroNoFallback a
+    // driver with no better way writes buffers of zeroes.
+    Status write_zeroes(uint64_t off, uint64_t bytes, unsigned flags = 0);
+    // Tells the node the range's content is no longer needed (it may read as anything
+    // afterwards, usually zeroes or the backing file). Advisory: drivers may ignore it.
+    Status discard(uint64_t off, uint64_t bytes);
+    // Writes back every cache and then asks the host to make the data durable.
     Status flush();
+    // Changes the node's size; a grown tail is allocated as `prealloc` says.
+    Status truncate(uint64_t size, Prealloc prealloc = Prealloc::Off);
+
+    // --- Compressed writes, split so compression runs on every worker while the writes
+    // keep guest order. Only for nodes where can_write_compressed() is true. ---
+    virtual bool can_write_compressed() const { return false; }
+    // Compresses one cluster's data (cluster_size() bytes, or less for the image's last
+    // cluster). Thread-safe and does no I/O.
+    virtual Result<CompressedCluster> compress_cluster(std::span<const std::byte> data) const;
+    // Stores a cluster compress_cluster() prepared at cluster-aligned guest offset `off`;
+    // `len` is the guest length the data covers (cluster_size(), or less at the end).
+    Status write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c);
+
+    // True if every byte reads as zero right after the node was created (qemu's
+    // has_zero_init): a copy to a new node can skip zero ranges.
+    virtual bool has_zero_init() const { return false; }
 
     // Block status of this layer at `off` for at most `bytes` (clipped to size()).
     // Applies the generic rules: pass-through (kStatusRaw) is followed, data/zero marks
@@ -138,7 +181,15 @@ protected:
     // Driver hooks: requests reaching them are within bounds and aligned.
     virtual Status do_read(uint64_t off, std::span<std::byte> buf) = 0;
     virtual Status do_write(uint64_t off, std::span<const std::byte> buf);
+    // Default: ENOTSUP with kZeroNoFallback, else zero buffers through do_write.
+    virtual Status do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags);
+    // Default: nothing (discard is advisory).
+    virtual Status do_discard(uint64_t off, uint64_t bytes);
     virtual Status do_flush();
+    // Default: ENOTSUP.
+    virtual Status do_truncate(uint64_t size, Prealloc prealloc);
+    // Default: ENOTSUP.
+    virtual Status do_write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c);
     // One layer's answer, before the generic rules. Default: data at the same offset of
     // nothing (kStatusData) for the whole range.
     virtual Result<BlockStatus> do_block_status(uint64_t off, uint64_t bytes);
@@ -169,8 +220,20 @@ protected:
 
     Status do_read(uint64_t off, std::span<std::byte> buf) override;
     Status do_write(uint64_t off, std::span<const std::byte> buf) override;
+    Status do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) override;
+    Status do_discard(uint64_t off, uint64_t bytes) override;
     Status do_flush() override;
+    Status do_truncate(uint64_t size, Prealloc prealloc) override;
+    Status do_write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c) override;
     Result<BlockStatus> do_block_status(uint64_t off, uint64_t bytes) override;
+
+public:
+    bool can_write_compressed() const override { return below().can_write_compressed(); }
+    Result<CompressedCluster> compress_cluster(std::span<const std::byte> data) const override {
+        return below().compress_cluster(data);
+    }
+    bool has_zero_init() const override { return below().has_zero_init(); }
+    std::optional<uint64_t> cluster_size() const override { return below().cluster_size(); }
 };
 
 // --- Graph accessors: code asks for the role it means ---
