@@ -305,6 +305,26 @@ Status FilterNode::do_write(uint64_t off, std::span<const std::byte> buf) { retu
 
 Status FilterNode::do_flush() { return below().flush(); }
 
+bool FilterNode::can_write_compressed() const {
+    const Node* b = filtered_child(*this);
+    return b && b->can_write_compressed();
+}
+
+Result<CompressedCluster> FilterNode::compress_cluster(std::span<const std::byte> data) const {
+    const Node* b = filtered_child(*this);
+    return b ? b->compress_cluster(data) : Node::compress_cluster(data);
+}
+
+bool FilterNode::has_zero_init() const {
+    const Node* b = filtered_child(*this);
+    return b && b->has_zero_init();
+}
+
+std::optional<uint64_t> FilterNode::cluster_size() const {
+    const Node* b = filtered_child(*this);
+    return b ? b->cluster_size() : std::nullopt;
+}
+
 Status FilterNode::do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) {
     return below().write_zeroes(off, bytes, flags);
 }

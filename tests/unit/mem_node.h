@@ -21,6 +21,7 @@ public:
     }
     bool supports_backing() const override { return backing_; }
     std::vector<std::byte>& data() { return data_; }
+    void make_read_only() { read_only_ = true; }
     uint64_t allocated_ = 0;
     uint64_t zero_from_ = UINT64_MAX;
 

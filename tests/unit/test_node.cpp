@@ -139,9 +139,29 @@ TEST_CASE("block status: unallocated without backing reads as zero; with backing
     CHECK((d->flags & kStatusZero));
 }
 
-TEST_CASE("writes to a read-only node are refused") {
-    auto f = std::make_shared<PassFilter>();
-    REQUIRE(f->take(std::make_shared<MemNode>(512)));
+TEST_CASE("a filter is exactly as writable as its child") {
     std::vector<std::byte> buf(512);
-    CHECK_FALSE(f->write(0, buf));  // the filter itself was opened read-only
+    auto ro = std::make_shared<MemNode>(512);
+    ro->make_read_only();
+    auto f = std::make_shared<PassFilter>();
+    REQUIRE(f->take(ro));
+    CHECK(f->read_only());
+    CHECK_FALSE(f->write(0, buf));
+    CHECK_FALSE(f->write_zeroes(0, 512));
+    CHECK_FALSE(f->discard(0, 512));
+
+    auto rw = std::make_shared<MemNode>(512);
+    auto g = std::make_shared<PassFilter>();
+    REQUIRE(g->take(rw));
+    buf[7] = std::byte{0x42};
+    CHECK(g->write(0, buf));
+    CHECK(rw->data()[7] == std::byte{0x42});
+    CHECK(g->write_zeroes(0, 512));
+    CHECK(rw->data()[7] == std::byte{0});
+}
+
+TEST_CASE("write_zeroes without a fallback is refused by drivers that cannot do better") {
+    MemNode n(4096);
+    CHECK(n.write_zeroes(0, 4096, kZeroNoFallback).error().code == ENOTSUP);
+    CHECK_FALSE(n.write_zeroes(4000, 200));  // past the end
 }

@@ -228,12 +228,12 @@ protected:
     Result<BlockStatus> do_block_status(uint64_t off, uint64_t bytes) override;
 
 public:
-    bool can_write_compressed() const override { return below().can_write_compressed(); }
-    Result<CompressedCluster> compress_cluster(std::span<const std::byte> data) const override {
-        return below().compress_cluster(data);
-    }
-    bool has_zero_init() const override { return below().has_zero_init(); }
-    std::optional<uint64_t> cluster_size() const override { return below().cluster_size(); }
+    // Facts of the node below (a subclass that maps its child differently has no filtered
+    // child and gets the defaults).
+    bool can_write_compressed() const override;
+    Result<CompressedCluster> compress_cluster(std::span<const std::byte> data) const override;
+    bool has_zero_init() const override;
+    std::optional<uint64_t> cluster_size() const override;
 };
 
 // --- Graph accessors: code asks for the role it means ---
