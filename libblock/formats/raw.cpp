@@ -86,6 +86,14 @@ DriverSpec raw_driver() {
     };
     d.probe = [](std::span<const std::byte>, const std::string&) { return 1; };
     d.open = open_raw;
+    d.create_options = {
+        {"size", OptType::Size, "Virtual disk size"},
+    };
+    // A raw image is its host file: the file protocol creates it (size, preallocation, ...).
+    d.create = [](const CreateRequest& req, const Registry& reg) {
+        const DriverSpec* file = reg.find("file");
+        return file->create(req, reg);
+    };
     return d;
 }
 

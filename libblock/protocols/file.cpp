@@ -1,5 +1,6 @@
 // The `file` protocol: a host file or block device, with SEEK_DATA/SEEK_HOLE block status.
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -73,13 +74,57 @@ Status take_qemu_locks(int fd, const std::string& path, bool writable) {
     return {};
 }
 
+// Makes [off, off+len) of fd read as zeroes without writing data: punches a hole when
+// unmapping is allowed, else zeroes the range in place. ENOTSUP where the host cannot.
+Status zero_range(int fd, uint64_t off, uint64_t len, bool unmap) {
+    const int mode = unmap ? (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) : FALLOC_FL_ZERO_RANGE;
+    if (::fallocate(fd, mode, static_cast<off_t>(off), static_cast<off_t>(len)) == 0) return {};
+    int err = errno;
+    if (err == EOPNOTSUPP || err == ENOSYS || err == EINVAL) return make_error(ENOTSUP, "fallocate not supported");
+    return errno_error(err, "fallocate");
+}
+
+// Writes zeroes over [off, end) in 1 MiB pieces (preallocation=full).
+Status write_zero_buffers(int fd, uint64_t off, uint64_t end, const std::string& path) {
+    constexpr uint64_t kChunk = 1 << 20;
+    std::vector<std::byte> zeroes(kChunk);
+    while (off < end) {
+        size_t n = static_cast<size_t>(std::min(kChunk, end - off));
+        ssize_t w = ::pwrite(fd, zeroes.data(), n, static_cast<off_t>(off));
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return errno_error(errno, path + ": write at byte " + std::to_string(off));
+        }
+        off += static_cast<uint64_t>(w);
+    }
+    return {};
+}
+
+// Sets the file's size to `size`, allocating the grown part as `prealloc` asks.
+Status resize_file(int fd, const std::string& path, uint64_t old_size, uint64_t size, Prealloc prealloc) {
+    if (prealloc == Prealloc::Metadata) {
+        return make_error(ENOTSUP, "Unsupported preallocation mode 'metadata'");
+    }
+    if (::ftruncate(fd, static_cast<off_t>(size)) != 0) return errno_error(errno, "Could not resize file '" + path + "'");
+    if (size <= old_size || prealloc == Prealloc::Off) return {};
+    if (prealloc == Prealloc::Falloc) {
+        int r = ::posix_fallocate(fd, static_cast<off_t>(old_size), static_cast<off_t>(size - old_size));
+        if (r != 0) return errno_error(r, "Could not preallocate new data in '" + path + "'");
+        return {};
+    }
+    return write_zero_buffers(fd, old_size, size, path);
+}
+
 class FileNode final : public Node {
 public:
-    FileNode(Json opts, std::string path, Fd fd, uint64_t size, bool read_only)
-        : Node("file", std::move(opts)), path_(std::move(path)), fd_(std::move(fd)) {
+    FileNode(Json opts, std::string path, Fd fd, uint64_t size, bool read_only, bool regular)
+        : Node("file", std::move(opts)), path_(std::move(path)), fd_(std::move(fd)), regular_(regular) {
         size_ = size;
         read_only_ = read_only;
     }
+
+    // A new regular file reads as zeroes; a block device may hold anything.
+    bool has_zero_init() const override { return regular_; }
 
     bool is_protocol() const override { return true; }
     std::string exact_filename() const override { return path_; }
@@ -123,8 +168,37 @@ protected:
         return {};
     }
 
+    Status do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) override {
+        if (regular_) {
+            // Past the end of the file, nothing is needed but the size.
+            auto st = zero_range(fd_.get(), off, bytes, flags & kZeroMayUnmap);
+            if (st) return {};
+            if (st.error().code != ENOTSUP) return std::move(st).error().with_context(path_ + ": write zeroes at byte " + std::to_string(off));
+        }
+        return Node::do_write_zeroes(off, bytes, flags);
+    }
+
+    Status do_discard(uint64_t off, uint64_t bytes) override {
+        if (!regular_) return {};
+        auto st = zero_range(fd_.get(), off, bytes, true);
+        if (!st && st.error().code != ENOTSUP) return std::move(st).error().with_context(path_ + ": discard at byte " + std::to_string(off));
+        return {};
+    }
+
     Status do_flush() override {
         if (::fdatasync(fd_.get()) != 0) return errno_error(errno, path_ + ": flush");
+        return {};
+    }
+
+    Status do_truncate(uint64_t size, Prealloc prealloc) override {
+        if (!regular_) {
+            if (size == size_ && prealloc == Prealloc::Off) return {};
+            return make_error(ENOTSUP, path_ + ": cannot resize a device");
+        }
+        struct stat st;
+        if (fstat(fd_.get(), &st) != 0) return errno_error(errno, path_);
+        BLK_TRY(resize_file(fd_.get(), path_, static_cast<uint64_t>(st.st_size), size, prealloc));
+        size_ = (size + kSectorSize - 1) / kSectorSize * kSectorSize;
         return {};
     }
 
@@ -162,6 +236,7 @@ protected:
 private:
     std::string path_;
     Fd fd_;
+    bool regular_;
     std::mutex hint_mu_;
     uint64_t data_hint_ = UINT64_MAX;  // an offset SEEK_DATA last returned
 };
@@ -199,7 +274,46 @@ Result<std::shared_ptr<Node>> open_file(OpenContext& ctx, const Json& opts) {
     }
     // qemu sizes every node in whole 512-byte sectors; a partial last sector reads as zeroes.
     size = (size + kSectorSize - 1) / kSectorSize * kSectorSize;
-    return std::shared_ptr<Node>(std::make_shared<FileNode>(opts, path, std::move(f), size, ro));
+    return std::shared_ptr<Node>(std::make_shared<FileNode>(opts, path, std::move(f), size, ro, S_ISREG(st.st_mode)));
+}
+
+// Creates (or empties) a host file of `size` bytes, rounded up to a sector as qemu does.
+Status create_file(const CreateRequest& req, const Registry&) {
+    std::string path = req.filename;
+    if (path.rfind("file:", 0) == 0) path = path.substr(5);
+    BLK_TRY_ASSIGN(auto size, opt_size(req.options, "size"));
+    BLK_TRY_ASSIGN(auto prealloc_text, opt_string(req.options, "preallocation"));
+    BLK_TRY_ASSIGN(auto nocow, opt_bool(req.options, "nocow"));
+    Prealloc prealloc = Prealloc::Off;
+    if (prealloc_text) {
+        auto p = parse_prealloc(*prealloc_text);
+        if (!p || *p == Prealloc::Metadata) return make_error(EINVAL, "Invalid preallocation mode: '" + *prealloc_text + "'");
+        prealloc = *p;
+    }
+    uint64_t bytes = size.value_or(0);
+    if (bytes > (UINT64_MAX >> 1)) return make_error(EFBIG, "Image size too large");
+    bytes = (bytes + kSectorSize - 1) / kSectorSize * kSectorSize;
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return errno_error(errno, "Could not create '" + path + "'");
+    Fd f(fd);
+    struct stat st;
+    if (fstat(f.get(), &st) != 0) return errno_error(errno, "Could not stat '" + path + "'");
+    if (S_ISREG(st.st_mode)) {
+        // Nobody may be using a file we are about to empty.
+        BLK_TRY(take_qemu_locks(f.get(), path, true).context("Could not create '" + path + "'"));
+        if (nocow.value_or(false)) {
+            int attr = 0;
+            if (ioctl(f.get(), FS_IOC_GETFLAGS, &attr) == 0) {
+                attr |= FS_NOCOW_FL;
+                (void)ioctl(f.get(), FS_IOC_SETFLAGS, &attr);  // only btrfs knows it; elsewhere it is a no-op
+            }
+        }
+        if (::ftruncate(f.get(), 0) != 0) return errno_error(errno, "Could not empty '" + path + "'");
+        BLK_TRY(resize_file(f.get(), path, 0, bytes, prealloc));
+    } else if (prealloc != Prealloc::Off) {
+        return make_error(ENOTSUP, "Preallocation is not supported on '" + path + "'");
+    }
+    return f.close().context(path);
 }
 
 }  // namespace
@@ -219,6 +333,13 @@ DriverSpec file_driver() {
         {"drop-cache", OptType::Bool, "accepted for compatibility"},
     };
     d.open = open_file;
+    d.create_options = {
+        {"size", OptType::Size, "Virtual disk size"},
+        {"preallocation", OptType::Enum, "Preallocation mode (allowed values: off, falloc, full)", {"off", "falloc", "full"}, "off"},
+        {"nocow", OptType::Bool, "Turn off copy-on-write (valid only on btrfs)", {}, "off"},
+        {"extent_size_hint", OptType::Size, "Extent size hint for the image file, 0 to disable"},
+    };
+    d.create = create_file;
     return d;
 }
 

@@ -17,6 +17,16 @@ namespace blk {
 enum class DriverKind { Protocol, Format, Filter };
 
 class OpenContext;
+class Registry;
+struct ObjectStore;
+
+// A request to create a new image: what `qemu-img create` and convert's new targets do.
+struct CreateRequest {
+    std::string format;             // "qcow2", "raw", ...
+    std::string filename;           // path of the new image (a host file)
+    Json options = Json::object();  // -o KEY=VALUE pairs, values as given ("64k", "on")
+    const ObjectStore* objects = nullptr;
+};
 
 struct DriverSpec {
     std::string name;  // qemu's name: "qcow2", "raw", "file", "null-co", ...
@@ -29,6 +39,11 @@ struct DriverSpec {
     // Opens a node from validated `opts` (opts["driver"] == name). Children are opened
     // through ctx.open_child().
     std::function<Result<std::shared_ptr<Node>>(OpenContext& ctx, const Json& opts)> open;
+    // Image creation: the -o keys the driver takes (they drive parsing, -o help and
+    // completions) and the function that writes a new image. Null for drivers that
+    // cannot create images. `req.options` has been checked against create_options.
+    Schema create_options;
+    std::function<Status(const CreateRequest& req, const Registry& reg)> create;
 };
 
 // The set of drivers, found by name.
@@ -115,6 +130,11 @@ Result<Json> image_spec_options(const ImageSpec& spec);
 Result<Graph> open_image(const ImageSpec& spec, const OpenFlags& flags,
                          const ObjectStore* objects = nullptr,
                          const Registry& reg = Registry::builtin());
+
+// Creates an image: checks req.options against the format's create schema and, for formats
+// over a host file, the file protocol's (an unknown key is "Invalid parameter 'KEY'"), then
+// calls the format's create. Prints nothing.
+Status create_image(const CreateRequest& req, const Registry& reg = Registry::builtin());
 
 // Resolves a backing file name against the overlay's filename as qemu does: absolute names
 // and json: stay; relative names are joined to the overlay's directory.
