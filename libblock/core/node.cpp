@@ -103,6 +103,10 @@ Status Node::do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) {
 
 Status Node::do_discard(uint64_t, uint64_t) { return {}; }
 
+Status Node::set_incomplete(bool) {
+    return make_error(ENOTSUP, "driver '" + driver_ + "' cannot flag an image as incomplete");
+}
+
 Status Node::do_flush() { return {}; }
 
 Status Node::do_truncate(uint64_t, Prealloc) {
@@ -323,6 +327,16 @@ bool FilterNode::has_zero_init() const {
 std::optional<uint64_t> FilterNode::cluster_size() const {
     const Node* b = filtered_child(*this);
     return b ? b->cluster_size() : std::nullopt;
+}
+
+Status FilterNode::set_incomplete(bool incomplete) {
+    Node* b = filtered_child(*this);
+    return b ? b->set_incomplete(incomplete) : Node::set_incomplete(incomplete);
+}
+
+bool FilterNode::incomplete() const {
+    const Node* b = filtered_child(*this);
+    return b && b->incomplete();
 }
 
 Status FilterNode::do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) {

@@ -126,6 +126,40 @@ Result<Json> parse_dotted(std::string_view text, std::string_view implied_key) {
     return arrayify(std::move(root), "");
 }
 
+Result<Json> parse_create_options(std::string_view text) {
+    Json out = Json::object();
+    size_t i = 0;
+    while (i <= text.size()) {
+        std::string item;
+        while (i < text.size()) {
+            if (text[i] == ',') {
+                if (i + 1 < text.size() && text[i + 1] == ',') {
+                    item += ',';
+                    i += 2;
+                    continue;
+                }
+                break;
+            }
+            item += text[i++];
+        }
+        ++i;  // the separating ','
+        if (item.empty()) {
+            if (i > text.size()) break;
+            continue;
+        }
+        auto eq = item.find('=');
+        std::string key = item.substr(0, eq);
+        if (key.empty()) return make_error(EINVAL, "Invalid parameter ''");
+        if (eq == std::string::npos) {
+            if (key == "help" || key == "?") out["help"] = "on";
+            else out[key] = "on";
+            continue;
+        }
+        out[key] = item.substr(eq + 1);
+    }
+    return out;
+}
+
 bool is_json_filename(std::string_view filename) { return filename.rfind("json:", 0) == 0; }
 
 Result<Json> expand_dotted_keys(const Json& obj) {

@@ -4,6 +4,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +24,8 @@ namespace {
 // as open-file-description read locks. Honouring them keeps us from reading an image a VM
 // is writing, and keeps a VM from writing an image we are working on.
 constexpr uint64_t kSectorSize = 512;
+// Marks a file a copy is still overwriting in place (convert -n); see Node::set_incomplete.
+constexpr const char* kIncompleteXattr = "user.blkimg.incomplete";
 constexpr off_t kLockPermBase = 100;
 constexpr off_t kLockSharedBase = 200;
 enum LockPerm : unsigned { kPermConsistentRead = 0, kPermWrite = 1, kPermWriteUnchanged = 2, kPermResize = 3 };
@@ -125,6 +128,23 @@ public:
 
     // A new regular file reads as zeroes; a block device may hold anything.
     bool has_zero_init() const override { return regular_; }
+
+    Status set_incomplete(bool on) override {
+        if (read_only_) return make_error(EACCES, path_ + ": read-only");
+        if (on) {
+            static constexpr char kValue[] = "convert";
+            if (::fsetxattr(fd_.get(), kIncompleteXattr, kValue, sizeof kValue - 1, 0) != 0) {
+                return errno_error(errno == ENOTSUP ? ENOTSUP : errno, path_ + ": cannot set " + kIncompleteXattr);
+            }
+        } else if (::fremovexattr(fd_.get(), kIncompleteXattr) != 0 && errno != ENODATA) {
+            return errno_error(errno, path_ + ": cannot remove " + kIncompleteXattr);
+        }
+        return {};
+    }
+
+    bool incomplete() const override {
+        return ::fgetxattr(fd_.get(), kIncompleteXattr, nullptr, 0) >= 0;
+    }
 
     bool is_protocol() const override { return true; }
     std::string exact_filename() const override { return path_; }

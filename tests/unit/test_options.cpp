@@ -151,3 +151,21 @@ TEST_CASE("JSON strings are escaped as qemu writes them") {
     CHECK(blk::qemu_json_quote("\xc0\x80") == "\"\\u0000\"");                       // modified UTF-8 NUL
     CHECK(blk::qemu_json_quote("\xc1\x81") == "\"\\uFFFD\"");                       // overlong
 }
+
+TEST_CASE("create options: flat keys, ,, escapes, last value wins, help") {
+    auto o = blk::parse_create_options("size=1G,backing_file=a,,b.img,cluster_size=4k,size=2G,encrypt.format=luks");
+    REQUIRE(o);
+    CHECK((*o)["size"] == "2G");
+    CHECK((*o)["backing_file"] == "a,b.img");
+    CHECK((*o)["cluster_size"] == "4k");
+    CHECK((*o)["encrypt.format"] == "luks");
+    CHECK(o->size() == 4);
+    auto h = blk::parse_create_options("cluster_size=64k,?");
+    REQUIRE(h);
+    CHECK((*h)["help"] == "on");
+    auto b = blk::parse_create_options("lazy_refcounts,,,x=1");
+    REQUIRE(b);
+    CHECK((*b)["lazy_refcounts,"] == "on");
+    CHECK(blk::parse_create_options("")->empty());
+    CHECK_FALSE(blk::parse_create_options("=5"));
+}

@@ -121,6 +121,16 @@ public:
     // has_zero_init): a copy to a new node can skip zero ranges.
     virtual bool has_zero_init() const { return false; }
 
+    // Flags the image as incomplete while a copy overwrites it in place (convert -n), so
+    // nobody mistakes a half-written image for a whole one; false clears the flag once
+    // the copy has finished and been flushed. qcow2 sets its "corrupt" header bit (qemu
+    // refuses to use the image read-write and `info` shows "corrupt: true"); a host file
+    // carries the extended attribute user.blkimg.incomplete. ENOTSUP where the node
+    // cannot record it. Filters pass it to the node below.
+    virtual Status set_incomplete(bool incomplete);
+    // True if the node carries that flag (from an earlier, failed copy).
+    virtual bool incomplete() const { return false; }
+
     // Block status of this layer at `off` for at most `bytes` (clipped to size()).
     // Applies the generic rules: pass-through (kStatusRaw) is followed, data/zero marks
     // the range allocated, an unallocated range of a format without backing reads as zero,
@@ -234,6 +244,8 @@ public:
     Result<CompressedCluster> compress_cluster(std::span<const std::byte> data) const override;
     bool has_zero_init() const override;
     std::optional<uint64_t> cluster_size() const override;
+    Status set_incomplete(bool incomplete) override;
+    bool incomplete() const override;
 };
 
 // --- Graph accessors: code asks for the role it means ---

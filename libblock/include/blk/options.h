@@ -26,6 +26,12 @@ using Json = nlohmann::ordered_json;
 // Errors: empty key, duplicate key, a key both leaf and object, non-contiguous array indices.
 Result<Json> parse_dotted(std::string_view text, std::string_view implied_key = "");
 
+// Parses image creation options as qemu-img's -o takes them (QemuOpts): "key=value,key2=v"
+// with ",," for a literal comma; keys stay flat ("encrypt.format" is one key); a repeated
+// key keeps its last value; a bare key is "on", except "help" and "?", which set "help".
+// Several -o arguments are joined with ',' before parsing, as qemu-img does.
+Result<Json> parse_create_options(std::string_view text);
+
 // True if `filename` starts with "json:".
 bool is_json_filename(std::string_view filename);
 
