@@ -120,8 +120,8 @@ Status resize_file(int fd, const std::string& path, uint64_t old_size, uint64_t 
 
 class FileNode final : public Node {
 public:
-    FileNode(Json opts, std::string path, Fd fd, uint64_t size, bool read_only, bool regular)
-        : Node("file", std::move(opts)), path_(std::move(path)), fd_(std::move(fd)), regular_(regular) {
+    FileNode(Json opts, std::string path, Fd fd, uint64_t size, bool read_only, bool regular, bool no_flush)
+        : Node("file", std::move(opts)), path_(std::move(path)), fd_(std::move(fd)), regular_(regular), no_flush_(no_flush) {
         size_ = size;
         read_only_ = read_only;
     }
@@ -206,6 +206,7 @@ protected:
     }
 
     Status do_flush() override {
+        if (no_flush_) return {};
         if (::fdatasync(fd_.get()) != 0) return errno_error(errno, path_ + ": flush");
         return {};
     }
@@ -257,6 +258,7 @@ private:
     std::string path_;
     Fd fd_;
     bool regular_;
+    bool no_flush_;  // cache.no-flush: flushes do not reach the disk (qemu's cache=unsafe)
     std::mutex hint_mu_;
     uint64_t data_hint_ = UINT64_MAX;  // an offset SEEK_DATA last returned
 };
@@ -294,7 +296,12 @@ Result<std::shared_ptr<Node>> open_file(OpenContext& ctx, const Json& opts) {
     }
     // qemu sizes every node in whole 512-byte sectors; a partial last sector reads as zeroes.
     size = (size + kSectorSize - 1) / kSectorSize * kSectorSize;
-    return std::shared_ptr<Node>(std::make_shared<FileNode>(opts, path, std::move(f), size, ro, S_ISREG(st.st_mode)));
+    bool no_flush = false;
+    if (auto c = opts.find("cache"); c != opts.end() && c->is_object()) {
+        BLK_TRY_ASSIGN(auto nf, opt_bool(*c, "no-flush"));
+        no_flush = nf.value_or(false);
+    }
+    return std::shared_ptr<Node>(std::make_shared<FileNode>(opts, path, std::move(f), size, ro, S_ISREG(st.st_mode), no_flush));
 }
 
 // Creates (or empties) a host file of `size` bytes, rounded up to a sector as qemu does.
@@ -332,6 +339,16 @@ Status create_file(const CreateRequest& req, const Registry&) {
         BLK_TRY(resize_file(f.get(), path, 0, bytes, prealloc));
     } else if (prealloc != Prealloc::Off) {
         return make_error(ENOTSUP, "Preallocation is not supported on '" + path + "'");
+    } else {
+        // A device keeps its size: it must already hold the image.
+        uint64_t dev_size = 0;
+        if (S_ISBLK(st.st_mode)) {
+            if (ioctl(f.get(), BLKGETSIZE64, &dev_size) != 0) return errno_error(errno, "Could not get size of '" + path + "'");
+        } else {
+            off_t end = ::lseek(f.get(), 0, SEEK_END);
+            dev_size = end > 0 ? static_cast<uint64_t>(end) : 0;
+        }
+        if (bytes > dev_size) return make_error(ENOSPC, "Cannot grow device files");
     }
     return f.close().context(path);
 }

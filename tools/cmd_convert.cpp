@@ -1,0 +1,576 @@
+// blkimg convert: copies one or more images into a new (or, with -n, an existing) image
+// (qemu-img convert compatible; the copy itself is libblock's engine, blk/copy.h).
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+
+#include "blk/copy.h"
+#include "common.h"
+#include "convert_target.h"
+#include "progress.h"
+
+namespace blkimg {
+
+namespace {
+
+// qemu-img's limits: -S up to 16 MiB in 512-byte steps, -m 1..16 coroutines.
+constexpr uint64_t kSectorSize = 512;
+constexpr uint64_t kMaxSparse = 16u << 20;
+constexpr long kMaxParallel = 16;
+constexpr uint64_t kDefaultSparse = 4096;
+
+const char* kSizeHint = " You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.";
+
+// Every flag as parsed; `*_given` where qemu distinguishes "absent" from a value.
+struct ConvertArgs {
+    std::vector<std::string> files;  // sources..., target
+    std::string src_fmt;
+    bool image_opts = false;
+    std::string src_cache;
+    std::string snapshot;
+    bool bitmaps = false;
+    bool skip_broken = false;
+    bool salvage = false;
+    std::string out_fmt;
+    bool tgt_image_opts = false;
+    std::vector<std::string> options;
+    std::string cache = "unsafe";
+    std::string backing;
+    std::string backing_fmt;
+    std::string sparse;
+    bool no_create = false;
+    bool target_is_zero = false;
+    bool compress = false;
+    bool force_share = false;
+    std::string rate;
+    std::string parallel;
+    bool oob_writes = false;
+    bool copy_range = false;
+    bool progress = false;
+    bool quiet = false;
+    std::vector<std::string> objects;
+    std::string progress_fd;
+};
+
+// Everything checked and converted, ready to run.
+struct ConvertPlan {
+    std::vector<std::string> sources;
+    std::string target;
+    std::string out_fmt;  // "" only with --target-image-opts
+    uint64_t min_sparse = kDefaultSparse;
+    bool explicit_sparse = false;
+    unsigned requests = 8;
+    uint64_t rate_limit = 0;
+    bool flush = false;   // the cache mode wants the target flushed at the end
+    blk::Json create_opts = blk::Json::object();
+};
+
+void warn(const ConvertArgs& a, const std::string& msg) {
+    if (a.quiet) return;
+    std::fflush(stdout);
+    std::fprintf(stderr, "blkimg: warning: %s\n", msg.c_str());
+}
+
+// qemu's cvtnum: a size with suffixes below 2^63; the messages name `what`.
+bool size_arg(const std::string& text, const char* what, uint64_t& out) {
+    auto v = blk::parse_size(text);
+    if (!v && v.error().code != ERANGE) {
+        print_error(std::string("Invalid ") + what + " specified." + kSizeHint);
+        return false;
+    }
+    if (!v || *v > static_cast<uint64_t>(INT64_MAX)) {
+        print_error(std::string("Invalid ") + what + " specified. Must be between 0 and 9223372036854775807.");
+        return false;
+    }
+    out = *v;
+    return true;
+}
+
+// qemu's cache modes (bdrv_parse_cache_mode).
+bool valid_cache_mode(const std::string& mode) {
+    return mode == "none" || mode == "off" || mode == "writeback" || mode == "writethrough" || mode == "directsync" ||
+           mode == "unsafe";
+}
+
+// qemu_strtol(text, base 0) within 1..16: leading blanks allowed, nothing after the number.
+bool parse_parallel(const std::string& text, unsigned& out) {
+    const char* s = text.c_str();
+    char* end = nullptr;
+    errno = 0;
+    long long v = std::strtoll(s, &end, 0);
+    if (end == s || *end != '\0' || errno == ERANGE || v < 1 || v > kMaxParallel) return false;
+    out = static_cast<unsigned>(v);
+    return true;
+}
+
+const char* type_tag(blk::OptType t) {
+    switch (t) {
+        case blk::OptType::Size: return "size";
+        case blk::OptType::Bool: return "bool (on/off)";
+        case blk::OptType::Int: return "num";
+        default: return "str";
+    }
+}
+
+// TEMPORARY: qemu's -o help listing, until create's shared printer is merged. With a target
+// filename the host file's options are listed too, as qemu-img does.
+int print_create_help(const std::string& fmt_name, bool with_filename) {
+    const blk::Registry& reg = blk::Registry::builtin();
+    const blk::DriverSpec* fmt = reg.find(fmt_name);
+    if (!fmt || fmt->kind != blk::DriverKind::Format) {
+        print_error("Unknown file format '" + fmt_name + "'");
+        return 1;
+    }
+    if (!fmt->create) {
+        print_error("Format driver '" + fmt_name + "' does not support image creation");
+        return 1;
+    }
+    std::vector<const blk::OptSpec*> list;
+    for (const auto& o : fmt->create_options) list.push_back(&o);
+    if (with_filename) {
+        for (const auto& o : reg.find("file")->create_options) {
+            if (std::none_of(list.begin(), list.end(), [&](const blk::OptSpec* x) { return x->name == o.name; })) list.push_back(&o);
+        }
+    }
+    std::sort(list.begin(), list.end(), [](const blk::OptSpec* a, const blk::OptSpec* b) { return a->name < b->name; });
+    if (with_filename) std::printf("Supported options:\n");
+    else std::printf("Supported %s options:\n", fmt_name.c_str());
+    for (const blk::OptSpec* o : list) {
+        std::string name = o->name + "=<" + type_tag(o->type) + ">";
+        std::printf("  %-22s - %s\n", name.c_str(), o->help.c_str());
+    }
+    if (!with_filename) std::printf("\nThe protocol level may support further options.\nSpecify the target filename to include those options.\n");
+    return 0;
+}
+
+// The value checks create_image makes, done before anything is opened so a bad -o reads as
+// qemu-img's bare message. (Mirrors libblock's create checks; keep them in step.)
+blk::Status check_create_options(const blk::DriverSpec& fmt, const blk::Json& opts) {
+    const blk::DriverSpec* proto = blk::Registry::builtin().find("file");
+    for (auto it = opts.begin(); it != opts.end(); ++it) {
+        auto find = [&](const blk::Schema& s) -> const blk::OptSpec* {
+            auto f = std::find_if(s.begin(), s.end(), [&](const blk::OptSpec& o) { return o.name == it.key(); });
+            return f == s.end() ? nullptr : &*f;
+        };
+        const blk::OptSpec* spec = find(fmt.create_options);
+        if (!spec) spec = find(proto->create_options);
+        if (!spec) return blk::make_error(EINVAL, "Invalid parameter '" + it.key() + "'");
+        const std::string v = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
+        switch (spec->type) {
+            case blk::OptType::Bool:
+                if (v != "on" && v != "off") return blk::make_error(EINVAL, "Parameter '" + it.key() + "' expects 'on' or 'off'");
+                break;
+            case blk::OptType::Size:
+                if (!blk::parse_size(v)) {
+                    return blk::make_error(EINVAL, "Parameter '" + it.key() +
+                                                       "' expects a non-negative number below 2^64 (optional suffix k, M, G, T, P or E)");
+                }
+                break;
+            case blk::OptType::Int: {
+                char* end = nullptr;
+                errno = 0;
+                (void)std::strtoll(v.c_str(), &end, 0);
+                if (v.empty() || *end || errno) return blk::make_error(EINVAL, "Parameter '" + it.key() + "' expects a number");
+                break;
+            }
+            default:
+                break;
+        }
+    }
+    return {};
+}
+
+bool has_key(const blk::Schema& s, const std::string& key) {
+    return std::any_of(s.begin(), s.end(), [&](const blk::OptSpec& o) { return o.name == key; });
+}
+
+std::string opt_text(const blk::Json& opts, const std::string& key) {
+    auto it = opts.find(key);
+    if (it == opts.end() || it->is_null()) return {};
+    return it->is_string() ? it->get<std::string>() : it->dump();
+}
+
+// The cache mode's flush policy on every node of an options tree: "unsafe" skips the host's
+// flush (qemu's cache.no-flush), so only format caches are written back at the end.
+void apply_cache_mode(blk::Json& node, bool no_flush) {
+    if (!node.is_object()) return;
+    if (no_flush) node["cache"]["no-flush"] = "on";
+    for (const char* child : {"file", "data-file"}) {
+        auto it = node.find(child);
+        if (it != node.end()) apply_cache_mode(*it, no_flush);
+    }
+}
+
+// What a target flagged with set_incomplete() carries, for messages.
+std::string incomplete_mark(blk::Node* root) {
+    blk::Node* n = blk::skip_filters(root);
+    if (n && n->driver_name() == "qcow2") return "flagged with its qcow2 'corrupt' bit";
+    if (n && n->driver_name() == "file") return "flagged with the extended attribute user.blkimg.incomplete";
+    return "flagged as incomplete";
+}
+
+class Converter {
+public:
+    Converter(const ConvertArgs& a, ConvertPlan p, Progress& progress, Interrupts& intr)
+        : a_(a), p_(std::move(p)), progress_(progress), intr_(intr) {}
+
+    // Runs the conversion; prints its error and returns the exit code.
+    int run();
+    const std::string& error() const { return error_; }
+    bool interrupted() const { return interrupted_; }
+
+private:
+    int fail(const std::string& msg) {
+        error_ = msg;
+        print_error(msg);
+        return 1;
+    }
+    bool open_sources();
+    int prepare_new_target();
+    int open_target();
+    int copy();
+    int stop_interrupted();
+
+    const ConvertArgs& a_;
+    ConvertPlan p_;
+    Progress& progress_;
+    Interrupts& intr_;
+    std::vector<blk::Graph> sources_;
+    uint64_t total_ = 0;
+    const blk::DriverSpec* fmt_ = nullptr;
+    std::string out_backing_;
+    NewTarget new_target_;
+    std::optional<blk::Graph> target_;
+    bool flagged_ = false;
+    std::string mark_;
+    std::string error_;
+    bool interrupted_ = false;
+};
+
+bool Converter::open_sources() {
+    for (const std::string& f : p_.sources) {
+        ImageArgs ia;
+        ia.filename = f;
+        ia.format = a_.src_fmt;
+        ia.image_opts = a_.image_opts;
+        ia.objects = a_.objects;
+        ia.force_share = a_.force_share;
+        auto g = open_image_args(ia, true);
+        if (!g) {
+            fail(g.error().message);
+            return false;
+        }
+        total_ += g->root->size();
+        sources_.push_back(std::move(*g));
+    }
+    return true;
+}
+
+// qemu-img's checks on a new target, in its order, then the hidden temporary image.
+int Converter::prepare_new_target() {
+    blk::Json& opts = p_.create_opts;
+    opts["size"] = std::to_string(total_);
+    if (!a_.backing.empty()) {
+        if (!has_key(fmt_->create_options, "backing_file")) return fail("Backing file not supported for file format '" + p_.out_fmt + "'");
+        opts["backing_file"] = a_.backing;
+    }
+    if (!a_.backing_fmt.empty()) {
+        if (!has_key(fmt_->create_options, "backing_fmt")) return fail("Backing file format not supported for file format '" + p_.out_fmt + "'");
+        opts["backing_fmt"] = a_.backing_fmt;
+    }
+    out_backing_ = opt_text(opts, "backing_file");
+    if (a_.target_is_zero && !out_backing_.empty()) {
+        // qemu-img 7.2 prints this and exits 0 having done nothing; a failure must not read as success.
+        return fail("Cannot use --target-is-zero when the destination image has a backing file");
+    }
+    if (p_.sources.size() > 1 && !out_backing_.empty()) {
+        return fail("Having a backing file for the target makes no sense when concatenating multiple input images");
+    }
+    if (!out_backing_.empty() && opt_text(opts, "backing_fmt").empty()) return fail("Use of backing file requires explicit backing format");
+    if (a_.compress) {
+        // Among our formats, those that store compressed clusters say which codec.
+        if (!has_key(fmt_->create_options, "compression_type")) return fail("Compression not supported for this file format");
+        const std::string enc = opt_text(opts, "encryption");
+        if ((!enc.empty() && enc != "off") || !opt_text(opts, "encrypt.format").empty()) {
+            return fail("Compression and encryption not supported at the same time");
+        }
+        const std::string prealloc = opt_text(opts, "preallocation");
+        if (!prealloc.empty() && prealloc != "off") return fail("Compression and preallocation not supported at the same time");
+    }
+    if (intr_.raised()) return stop_interrupted();
+
+    const std::string converting = p_.target + ": error while converting " + p_.out_fmt + ": ";
+    auto nt = NewTarget::prepare(p_.target, opt_text(opts, "data_file"));
+    if (!nt) return fail(converting + nt.error().message);
+    new_target_ = std::move(*nt);
+    intr_.guard_paths(new_target_.cleanup_paths());
+
+    blk::ObjectStore objects;
+    for (const std::string& o : a_.objects) {
+        if (auto st = objects.add(o); !st) return fail(st.error().message);
+    }
+    blk::CreateRequest req{p_.out_fmt, new_target_.write_path(), opts, &objects};
+    if (auto st = blk::create_image(req); !st) return fail(converting + new_target_.describe(st.error().message));
+    return 0;
+}
+
+int Converter::open_target() {
+    blk::ImageSpec spec;
+    if (a_.no_create) {
+        if (a_.tgt_image_opts && !a_.out_fmt.empty()) return fail("--image-opts and --format are mutually exclusive");
+        spec = blk::ImageSpec{p_.target, p_.out_fmt, a_.tgt_image_opts};
+    } else {
+        spec = blk::ImageSpec{new_target_.write_path(), p_.out_fmt, false};
+    }
+    const std::string label = "Could not open '" + p_.target + "'";
+    auto opened = [&]() -> blk::Result<blk::Graph> {
+        blk::ObjectStore objects;
+        for (const std::string& o : a_.objects) BLK_TRY(objects.add(o));
+        BLK_TRY_ASSIGN(blk::Json opts, blk::image_spec_options(spec));
+        apply_cache_mode(opts, !p_.flush);
+        blk::OpenFlags flags;
+        flags.read_only = false;
+        flags.allow_probe = a_.tgt_image_opts;
+        blk::OpenContext ctx(blk::Registry::builtin(), flags, &objects);
+        BLK_TRY_ASSIGN(std::shared_ptr<blk::Node> root, ctx.open(opts));
+        return blk::Graph{std::move(root)};
+    }();
+    if (!opened) {
+        std::string msg = new_target_.describe(opened.error().message);
+        return fail(msg.rfind(label, 0) == 0 ? msg : label + ": " + msg);
+    }
+    target_ = std::move(*opened);
+    blk::Node* root = target_->root.get();
+    if (a_.compress && !root->can_write_compressed()) return fail("Compression not supported for this file format");
+    if (a_.no_create && root->size() < total_) return fail("output file is smaller than input file");
+    return 0;
+}
+
+int Converter::stop_interrupted() {
+    interrupted_ = true;
+    std::string what;
+    if (a_.no_create || new_target_.direct()) {
+        what = flagged_ ? "the target '" + p_.target + "' is incomplete (" + mark_ + ")"
+                        : "the target '" + p_.target + "' may be partly written";
+        if (!target_) what = "the target '" + p_.target + "' was not changed";
+    } else {
+        what = new_target_.replaces() ? "the target '" + p_.target + "' was left as it was"
+                                      : "the target '" + p_.target + "' was not created";
+    }
+    return fail("interrupted by " + intr_.signal_name() + "; " + what);
+}
+
+int Converter::copy() {
+    blk::Node* root = target_->root.get();
+    blk::CopyOptions co;
+    for (auto& g : sources_) co.sources.push_back(g.root.get());
+    co.target = root;
+    co.min_sparse = p_.min_sparse;
+    co.target_has_backing = !out_backing_.empty();
+    co.target_is_zero = a_.target_is_zero ||
+                        (!a_.no_create && p_.min_sparse && !co.target_has_backing && root->has_zero_init());
+    if (co.target_has_backing && !a_.no_create) {
+        if (blk::Node* b = blk::backing_chain_next(root)) co.target_backing_size = b->size();
+    }
+    co.compress = a_.compress;
+    co.in_order = !a_.oob_writes;
+    co.requests = p_.requests;
+    co.rate_limit = p_.rate_limit;
+    co.copy_range = a_.copy_range;
+    co.salvage = a_.salvage;
+    co.progress = [this](uint64_t done, uint64_t total) { progress_.update(done, total); };
+    co.warn = [this](const std::string& m) { warn(a_, m); };
+    co.cancel = intr_.flag();
+
+    // Writing in place (-n, or a block device): flag the target so a failed copy cannot pass
+    // for a whole image.
+    if (a_.no_create || new_target_.block_device()) {
+        if (auto st = root->set_incomplete(true); st) {
+            flagged_ = true;
+            mark_ = incomplete_mark(root);
+        } else {
+            warn(a_, "cannot flag '" + p_.target + "' as incomplete while it is overwritten (" + st.error().message +
+                         "); if the copy fails, nothing marks it as incomplete");
+        }
+    }
+
+    auto r = blk::copy_image(co);
+    if (!r || intr_.raised()) {
+        if (intr_.raised()) return stop_interrupted();
+        std::string msg = new_target_.describe(r.error().message);
+        if (a_.no_create || new_target_.direct()) {
+            msg += flagged_ ? "; the target '" + p_.target + "' is incomplete (" + mark_ + ")"
+                            : "; the target '" + p_.target + "' is incomplete (and could not be flagged)";
+        } else {
+            msg += new_target_.replaces() ? "; the target '" + p_.target + "' was left as it was"
+                                          : "; the target '" + p_.target + "' was not created";
+        }
+        return fail(msg);
+    }
+    // copy_image flushed the target; with the unsafe cache mode that wrote back format
+    // caches only. Clear the flag last, so it stays on whatever did not make it.
+    if (flagged_) {
+        if (auto st = root->set_incomplete(false); !st) return fail(new_target_.describe(st.error().message));
+        if (p_.flush) {
+            if (auto st = root->flush(); !st) return fail(new_target_.describe(st.error().message));
+        }
+    }
+    return 0;
+}
+
+int Converter::run() {
+    if (!open_sources()) return 1;
+    if (intr_.raised()) return stop_interrupted();
+    if (!a_.no_create) {
+        const blk::DriverSpec* fmt = blk::Registry::builtin().find(p_.out_fmt);
+        if (!fmt || fmt->kind != blk::DriverKind::Format) return fail("Unknown file format '" + p_.out_fmt + "'");
+        if (!fmt->create) return fail("Format driver '" + p_.out_fmt + "' does not support image creation");
+        fmt_ = fmt;
+        if (auto st = check_create_options(*fmt, p_.create_opts); !st) return fail(st.error().message);
+        if (int rc = prepare_new_target()) return rc;
+    } else {
+        out_backing_ = a_.backing;
+        if (a_.target_is_zero && !out_backing_.empty()) {
+            return fail("Cannot use --target-is-zero when the destination image has a backing file");
+        }
+        if (p_.sources.size() > 1 && !out_backing_.empty()) {
+            return fail("Having a backing file for the target makes no sense when concatenating multiple input images");
+        }
+    }
+    if (intr_.raised()) return stop_interrupted();
+    if (int rc = open_target()) return rc;
+    if (intr_.raised()) return stop_interrupted();
+    if (int rc = copy()) return rc;
+    if (!a_.no_create) {
+        // Close the image (its last metadata goes out) before it takes the target's name.
+        target_.reset();
+        if (intr_.raised()) return stop_interrupted();
+        if (auto st = new_target_.commit(p_.flush); !st) return fail(st.error().message);
+    }
+    return 0;
+}
+
+void add_flags(CLI::App& app, ConvertArgs& a) {
+    // As with getopt, a repeated option's last value counts (-o and --object accumulate).
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    app.add_option("-f,--source-format", a.src_fmt, "format of every source (probed from the content when omitted)");
+    app.add_flag("--image-opts", a.image_opts, "treat each source as dotted image options (driver=qcow2,file.filename=x)");
+    app.add_option("-T,--source-cache", a.src_cache, "cache mode of the sources (accepted; sources are only read)");
+    app.add_option("-l,--snapshot", a.snapshot, "convert an internal snapshot (not supported yet)");
+    app.add_flag("--bitmaps", a.bitmaps, "also copy persistent bitmaps (not supported yet)");
+    app.add_flag("--skip-broken-bitmaps", a.skip_broken, "with --bitmaps, skip inconsistent bitmaps (not supported yet)");
+    app.add_flag("--salvage", a.salvage, "read errors become zeroes (with a warning) instead of failing");
+    app.add_option("-O,--target-format", a.out_fmt, "format of the target (default: raw)");
+    app.add_flag("--target-image-opts", a.tgt_image_opts, "treat the target as dotted image options (needs -n)");
+    app.add_option("-o,--target-format-options", a.options, "create options for the target (repeatable; -o help lists them)")
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+        ->allow_extra_args(false);
+    app.add_option("-t,--target-cache", a.cache, "cache mode of the target (default: unsafe, no flush)");
+    app.add_option("-b,-B,--backing", a.backing, "make the target a copy-on-write overlay of this backing file");
+    app.add_option("-F,--backing-format", a.backing_fmt, "format of the backing file given with -b/-B");
+    app.add_option("-S,--sparse-size", a.sparse, "zero runs at least this long become holes (default: 4k; 0: allocate everything)");
+    app.add_flag("-n,--no-create", a.no_create, "write into an existing target instead of creating one");
+    app.add_flag("--target-is-zero", a.target_is_zero, "the existing target already reads as zeroes (needs -n)");
+    app.add_flag("-c,--compress", a.compress, "write compressed clusters (qcow2)");
+    app.add_flag("-U,--force-share", a.force_share, "open the sources shared, even if a VM is using them");
+    app.add_option("-r,--rate-limit", a.rate, "limit the copy to this many bytes per second (suffixes k, M, G, ...)");
+    app.add_option("-m,--parallel", a.parallel, "requests in flight, 1 to 16 (default: 8)");
+    app.add_flag("-W,--oob-writes", a.oob_writes, "allow out-of-order writes (faster; a qcow2 target may fragment)");
+    app.add_flag("-C,--copy-range-offloading", a.copy_range, "let the host copy data ranges (copy_file_range)");
+    app.add_flag("-p,--progress", a.progress, "show progress on stdout");
+    app.add_flag("-q,--quiet", a.quiet, "print nothing but errors");
+    app.add_option("--object", a.objects, "define an object (secret, throttle-group), e.g. secret,id=sec0,data=pw")
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+        ->allow_extra_args(false);
+    app.add_option("--progress-fd", a.progress_fd,
+                   "write progress as JSON lines ({\"done\", \"total\", \"elapsed\"}) to this file descriptor");
+    app.add_option("files", a.files, "SOURCE... TARGET: the images to read, then the image to write")
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+}
+
+// Flag checks, in the order qemu-img makes them. Returns -1 to go on, else the exit code.
+int check_flags(const ConvertArgs& a, ConvertPlan& p) {
+    if (!a.sparse.empty()) {
+        uint64_t v = 0;
+        if (!size_arg(a.sparse, "buffer size for sparse output", v)) return 1;
+        if (v % kSectorSize || v > kMaxSparse) {
+            print_error("Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. "
+                        "Select 0 to disable sparse detection (fully allocates output).");
+            return 1;
+        }
+        p.min_sparse = v;
+        p.explicit_sparse = true;
+    }
+    if (!a.rate.empty() && !size_arg(a.rate, "rate limit", p.rate_limit)) return 1;
+    if (!a.parallel.empty() && !parse_parallel(a.parallel, p.requests)) {
+        print_error("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
+        return 1;
+    }
+    p.out_fmt = a.out_fmt.empty() && !a.tgt_image_opts ? "raw" : a.out_fmt;
+    if (a.skip_broken && !a.bitmaps) return print_error("Use of --skip-broken-bitmaps requires --bitmaps"), 1;
+    if (a.compress && a.copy_range) return print_error("Cannot enable copy offloading when -c is used"), 1;
+    if (p.explicit_sparse && a.copy_range) return print_error("Cannot enable copy offloading when -S is used"), 1;
+    if (a.copy_range && a.salvage) return print_error("Cannot use copy offloading in salvaging mode"), 1;
+    if (a.tgt_image_opts && !a.no_create) return print_error("--target-image-opts requires use of -n flag"), 1;
+    if (a.no_create && !a.options.empty()) return print_error("-o has no effect when skipping image creation"), 1;
+    if (a.target_is_zero && !a.no_create) return print_error("--target-is-zero requires use of -n flag"), 1;
+
+    if (!a.options.empty()) {
+        std::string joined;
+        for (const std::string& o : a.options) joined += (joined.empty() ? "" : ",") + o;
+        auto parsed = blk::parse_create_options(joined);
+        if (!parsed) return print_error(parsed.error().message), 1;
+        p.create_opts = std::move(*parsed);
+        if (p.create_opts.contains("help")) {
+            if (p.out_fmt.empty()) return print_error("Option help requires a format be specified"), 1;
+            return print_create_help(p.out_fmt, a.files.size() >= 2);
+        }
+    }
+    if (a.files.size() < 2) return print_error("Must specify image file name"), 1;
+    p.sources.assign(a.files.begin(), a.files.end() - 1);
+    p.target = a.files.back();
+    if (!a.src_cache.empty() && !valid_cache_mode(a.src_cache)) return print_error("Invalid source cache option: " + a.src_cache), 1;
+    if (!valid_cache_mode(a.cache)) return print_error("Invalid cache option: " + a.cache), 1;
+    p.flush = a.cache != "unsafe";
+    if (!a.snapshot.empty()) return print_error("-l/--snapshot: converting internal snapshots is not supported yet"), 1;
+    if (a.bitmaps) return print_error("--bitmaps: copying persistent bitmaps is not supported yet"), 1;
+    return -1;
+}
+
+}  // namespace
+
+int cmd_convert(int argc, char** argv) {
+    CLI::App app("Convert images: copy one or more sources, concatenated, into a new image (or, with -n, an "
+                 "existing one). A new target is written under a hidden temporary name and renamed into place "
+                 "when complete.",
+                 "blkimg convert");
+    ConvertArgs a;
+    add_flags(app, a);
+    if (int rc = parse_cli(app, argc, argv); rc >= 0) return rc;
+
+    ConvertPlan plan;
+    ProgressConfig pc;
+    if (!a.progress_fd.empty()) {
+        auto fd = Progress::parse_fd(a.progress_fd);
+        if (!fd) return print_error(fd.error().message), 1;
+        pc.json_fd = *fd;
+    }
+    if (int rc = check_flags(a, plan); rc >= 0) return rc;
+
+    pc.show = a.progress && !a.quiet;
+    pc.terminal = ::isatty(STDOUT_FILENO) == 1;
+    pc.quiet = a.quiet;
+    Progress progress(pc);
+    Progress::install_sigusr1();
+    Interrupts intr;
+    progress.begin();
+    Converter conv(a, std::move(plan), progress, intr);
+    const int rc = conv.run();
+    progress.end(rc == 0 ? ProgressEnd::Ok : conv.interrupted() ? ProgressEnd::Interrupted : ProgressEnd::Failed, conv.error());
+    return rc;
+}
+
+}  // namespace blkimg
