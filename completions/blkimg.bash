@@ -11,11 +11,11 @@ _blkimg() {
         esac
     done
     if [ -z "$cmd" ]; then
-        COMPREPLY=($(compgen -W "info map --help --version --list-drivers --list-commands" -- "$cur"))
+        COMPREPLY=($(compgen -W "convert info map --help --version --list-drivers --list-commands" -- "$cur"))
         return
     fi
     case "$prev" in
-        -f|--format)
+        -f|--format|--source-format|-O|--target-format|-F|--backing-format)
             local drivers
             drivers=$("${COMP_WORDS[0]}" --list-drivers 2>/dev/null) || drivers="file null-co qcow2 raw"
             COMPREPLY=($(compgen -W "$drivers" -- "$cur"))
@@ -23,7 +23,16 @@ _blkimg() {
         --output)
             COMPREPLY=($(compgen -W "human json" -- "$cur"))
             return ;;
-        --object|-s|--start-offset|-l|--max-length)
+        -t|--target-cache|-T|--source-cache)
+            COMPREPLY=($(compgen -W "none off writeback writethrough directsync unsafe" -- "$cur"))
+            return ;;
+        -o|--target-format-options)
+            COMPREPLY=($(compgen -W "help" -- "$cur"))
+            return ;;
+        -b|-B|--backing)
+            COMPREPLY=($(compgen -f -- "$cur"))
+            return ;;
+        --object|-s|--start-offset|-l|--max-length|--snapshot|-S|--sparse-size|-r|--rate-limit|-m|--parallel|--progress-fd)
             return ;;
     esac
     if [[ "$cur" == --output=* ]]; then
@@ -35,6 +44,11 @@ _blkimg() {
     case "$cmd" in
         info) opts="$common --backing-chain" ;;
         map) opts="$common -s --start-offset -l --max-length" ;;
+        convert) opts="-f --source-format --image-opts -T --source-cache -l --snapshot --bitmaps --skip-broken-bitmaps
+            --salvage -O --target-format --target-image-opts -o --target-format-options -t --target-cache -b -B --backing
+            -F --backing-format -S --sparse-size -n --no-create --target-is-zero -c --compress -U --force-share
+            -r --rate-limit -m --parallel -W --oob-writes -C --copy-range-offloading -p --progress -q --quiet --object
+            --progress-fd -h --help" ;;
         *) opts="" ;;
     esac
     if [[ "$cur" == -* ]]; then

@@ -13,6 +13,11 @@ bash_complete() {  # bash_complete WORDS...: prints COMPREPLY, one per line
         printf "%s\n" "${COMPREPLY[@]}"' _ "$SRCDIR/completions/blkimg.bash" "$@"
 }
 expect_eq "bash: commands" "info" "$(bash_complete blkimg in)"
+expect_eq "bash: convert command" "convert" "$(bash_complete blkimg con)"
+expect_eq "bash: convert flags" "--progress-fd" "$(bash_complete blkimg convert --progress-)"
+expect_eq "bash: convert target formats" "qcow2" "$(bash_complete blkimg convert -O qc)"
+expect_eq "bash: convert cache modes" "unsafe" "$(bash_complete blkimg convert -t un)"
+[ -z "$(bash_complete blkimg convert --out)" ] || fail "bash offers --output for convert"
 expect_eq "bash: map flags" "--max-length" "$(bash_complete blkimg map --max)"
 expect_eq "bash: info flags" "--backing-chain" "$(bash_complete blkimg info --back)"
 expect_eq "bash: formats" "qcow2" "$(bash_complete blkimg info -f qc)"
@@ -23,7 +28,7 @@ expect_eq "bash: filenames" "img-one.qcow2" "$(bash_complete blkimg info img-o)"
 ok "bash completion"
 
 # Every flag in --help appears in every completion file.
-for c in info map; do
+for c in info map convert; do
     for flag in $("$BLKIMG" $c --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
         for f in blkimg.bash _blkimg blkimg.fish; do
             name=${flag#--}
@@ -41,6 +46,10 @@ if command -v fish >/dev/null; then
     fish -n "$SRCDIR/completions/blkimg.fish" || fail "fish completion does not parse"
     out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg map --max'")
     echo "$out" | grep -q -- "--max-length" || fail "fish does not complete --max-length: $out"
+    out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg convert --progress-'")
+    echo "$out" | grep -q -- "--progress-fd" || fail "fish does not complete --progress-fd: $out"
+    out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg convert -t un'")
+    echo "$out" | grep -q "^-tunsafe\|^unsafe" || fail "fish does not complete cache modes: $out"
     out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg i'")
     echo "$out" | grep -q "^info" || fail "fish does not complete info: $out"
     ok "fish completion"
@@ -50,7 +59,7 @@ fi
 if command -v groff >/dev/null; then
     warnings=$(groff -man -Tutf8 -ww "$SRCDIR/man/blkimg.1" 2>&1 >/dev/null)
     [ -z "$warnings" ] || fail "man page warnings: $warnings"
-    for c in info map; do
+    for c in info map convert; do
         for flag in $("$BLKIMG" $c --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
             grep -q -- "$(echo "${flag#--}" | sed 's/-/\\\\-/g')" "$SRCDIR/man/blkimg.1" || fail "man page lacks $flag"
         done
