@@ -68,12 +68,6 @@ struct ConvertPlan {
     blk::Json create_opts = blk::Json::object();
 };
 
-void warn(const ConvertArgs& a, const std::string& msg) {
-    if (a.quiet) return;
-    std::fflush(stdout);
-    std::fprintf(stderr, "blkimg: warning: %s\n", msg.c_str());
-}
-
 // qemu's cvtnum: a size with suffixes below 2^63; the messages name `what`.
 bool size_arg(const std::string& text, const char* what, uint64_t& out) {
     auto v = blk::parse_size(text);
@@ -225,8 +219,15 @@ public:
 private:
     int fail(const std::string& msg) {
         error_ = msg;
+        progress_.clear_line();
         print_error(msg);
         return 1;
+    }
+    void warn(const std::string& msg) {
+        if (a_.quiet) return;
+        progress_.clear_line();
+        std::fflush(stdout);
+        std::fprintf(stderr, "blkimg: warning: %s\n", msg.c_str());
     }
     bool open_sources();
     int prepare_new_target();
@@ -382,17 +383,17 @@ int Converter::copy() {
     co.copy_range = a_.copy_range;
     co.salvage = a_.salvage;
     co.progress = [this](uint64_t done, uint64_t total) { progress_.update(done, total); };
-    co.warn = [this](const std::string& m) { warn(a_, m); };
+    co.warn = [this](const std::string& m) { warn(m); };
     co.cancel = intr_.flag();
 
-    // Writing in place (-n, or a block device): flag the target so a failed copy cannot pass
-    // for a whole image.
-    if (a_.no_create || new_target_.block_device()) {
+    // Writing in place (-n, or a new image over a device or a file in a directory we cannot
+    // write): flag the target so a failed copy cannot pass for a whole image.
+    if (a_.no_create || new_target_.flag_in_place()) {
         if (auto st = root->set_incomplete(true); st) {
             flagged_ = true;
             mark_ = incomplete_mark(root);
         } else {
-            warn(a_, "cannot flag '" + p_.target + "' as incomplete while it is overwritten (" + st.error().message +
+            warn("cannot flag '" + p_.target + "' as incomplete while it is overwritten (" + st.error().message +
                          "); if the copy fails, nothing marks it as incomplete");
         }
     }

@@ -139,7 +139,7 @@ NewTarget& NewTarget::operator=(NewTarget&& o) noexcept {
         write_path_ = std::move(o.write_path_);
         data_file_ = std::move(o.data_file_);
         direct_ = o.direct_;
-        block_device_ = o.block_device_;
+        flag_ = o.flag_;
         replaces_ = o.replaces_;
         done_ = std::exchange(o.done_, true);
         lock_ = std::move(o.lock_);
@@ -154,6 +154,7 @@ blk::Result<NewTarget> NewTarget::prepare(const std::string& target, const std::
     NewTarget t;
     t.target_ = target;
     t.final_path_ = host_path(target);
+    if (t.final_path_.empty()) return blk::make_error(ENOENT, "Could not create '" + target + "': No such file or directory");
     struct stat st;
     mode_t mode = 0;
     if (::stat(t.final_path_.c_str(), &st) == 0) {
@@ -161,7 +162,7 @@ blk::Result<NewTarget> NewTarget::prepare(const std::string& target, const std::
         if (!S_ISREG(st.st_mode)) {
             // A device (or a pipe): there is no name to swap in, so the image is written in place.
             t.direct_ = true;
-            t.block_device_ = S_ISBLK(st.st_mode);
+            t.flag_ = S_ISBLK(st.st_mode);
             t.write_path_ = t.final_path_;
             return t;
         }
@@ -192,6 +193,15 @@ blk::Result<NewTarget> NewTarget::prepare(const std::string& target, const std::
     if (base.size() > kMaxTempBase) base.resize(kMaxTempBase);
     std::string tmpl = dir_of(t.final_path_) + "/." + base + ".blkimg-XXXXXX";
     int fd = ::mkstemp(tmpl.data());
+    if (fd < 0 && t.replaces_ && (errno == EACCES || errno == EPERM || errno == EROFS)) {
+        // No new name can be made here, but the file itself may be written: do as qemu-img.
+        t.direct_ = true;
+        t.flag_ = true;
+        t.replaces_ = false;
+        t.write_path_ = t.final_path_;
+        t.lock_.reset();
+        return t;
+    }
     if (fd < 0) return blk::errno_error(errno, "Could not create '" + target + "'");
     blk::Fd f(fd);
     t.write_path_ = tmpl;

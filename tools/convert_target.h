@@ -41,7 +41,9 @@ public:
     ~NewTarget();  // discards what commit() did not keep
 
     // Checks `target` (a directory is refused; an existing file must not be in use: its
-    // qemu locks are taken and held until commit) and makes the temporary file.
+    // qemu locks are taken and held until commit) and makes the temporary file. Where the
+    // directory refuses a new file but the target exists and may be written, the target is
+    // written in place (as qemu-img does) and flagged instead.
     // `data_file`: the external data file the create will make ("" if none); it is removed on
     // failure if it did not exist before. Errors are the bare reason ("Could not create 'x':
     // Is a directory").
@@ -49,10 +51,11 @@ public:
 
     // The path create_image and the open write to.
     const std::string& write_path() const { return write_path_; }
-    // True when writing to an existing non-regular file in place (no temporary file).
+    // True when writing to the target in place (no temporary file).
     bool direct() const { return direct_; }
-    // True when that file is a block device (it can hold an image and be flagged incomplete).
-    bool block_device() const { return block_device_; }
+    // True when the target written in place should carry the incomplete flag: a block
+    // device, or a regular file in a directory where no temporary file can be made.
+    bool flag_in_place() const { return direct_ && flag_; }
     // True when a regular file was at the target path before (commit replaces it).
     bool replaces() const { return replaces_; }
     // Files to remove if the process must stop at once.
@@ -71,7 +74,7 @@ private:
     std::string write_path_;  // temporary file, or final_path_ when direct_
     std::string data_file_;   // removed on failure ("" if none, or it existed before)
     bool direct_ = false;
-    bool block_device_ = false;
+    bool flag_ = false;
     bool replaces_ = false;
     bool done_ = true;        // nothing left to clean up
     std::optional<blk::Graph> lock_;  // the replaced file, held open with qemu's write locks

@@ -176,6 +176,14 @@ void Progress::end(ProgressEnd how, const std::string& error) {
     }
 }
 
+void Progress::clear_line() {
+    std::lock_guard lock(mu_);
+    if (!cfg_.show || !cfg_.terminal || !drawn_) return;
+    std::printf("\r\033[K");
+    std::fflush(stdout);
+    drawn_ = false;
+}
+
 blk::Result<int> Progress::parse_fd(const std::string& text) {
     const std::string what = "Invalid progress file descriptor '" + text + "'";
     if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string::npos) {

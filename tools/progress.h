@@ -35,6 +35,10 @@ public:
     // a failure), and the JSON stream's final object. `error` is the message of a failure.
     void end(ProgressEnd how, const std::string& error = {});
 
+    // Clears the live terminal line before a message goes to stderr (it is redrawn at the
+    // next update); nothing to do for qemu's lines, which qemu-img interleaves the same way.
+    void clear_line();
+
     // Checks a --progress-fd value: a number naming a descriptor open for writing.
     static blk::Result<int> parse_fd(const std::string& text);
     // Makes SIGUSR1 print the current percentage to stderr at the next update (qemu-img's

@@ -86,6 +86,7 @@ same_as_qemu convert -n s.raw nodir/o.raw
 same_as_qemu convert s.raw nodir/o.raw
 same_as_qemu convert missing.raw o.raw
 same_as_qemu convert s.raw dir
+same_as_qemu convert s.raw ''
 same_as_qemu convert s.raw /dev/null
 same_as_qemu convert -n s.raw /dev/null
 same_as_qemu convert -n s.raw s.raw s2.raw
@@ -359,7 +360,7 @@ xattrs() { python3 -c 'import os, sys; print(" ".join(os.listxattr(sys.argv[1]))
 if python3 -c 'import os; open("x.probe", "w"); os.setxattr("x.probe", "user.t", b"1")' 2>/dev/null; then
     flagged() { [ "$(xattrs t.raw)" = user.blkimg.incomplete ]; }
     cp big.raw t.raw
-    "$BLKIMG" convert -n -r 1M r5.raw t.raw &
+    "$BLKIMG" convert -n -r 2M r5.raw t.raw &
     pid=$!
     wait_for flagged
     kill -0 $pid 2>/dev/null || fail "the flag was seen only after the copy"
@@ -387,6 +388,23 @@ if python3 -c 'import os; open("x.probe", "w"); os.setxattr("x.probe", "user.t",
     expect_eq "xattr on a refused target" "" "$(xattrs small.raw)"
     cmp -s s.raw small.raw || fail "a refused -n target was changed"
     ok "-n flags the target while it is overwritten"
+
+    # A directory that refuses new files but holds a writable target: written in place, as
+    # qemu-img does, and flagged like -n.
+    if command -v setpriv >/dev/null && [ "$(id -u)" = 0 ]; then
+        chmod 755 "$T"
+        mkdir locked
+        cp s.raw locked/t.raw
+        chown 65534 locked/t.raw
+        as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+        as_nobody "$BLKIMG" convert r5.raw locked/t.raw || fail "convert into a locked directory"
+        cmp -s r5.raw locked/t.raw || fail "in-place convert differs"
+        expect_eq "xattr after an in-place convert" "" "$(xattrs locked/t.raw)"
+        expect_fail 1 "^blkimg: error while reading at byte 65536: Input/output error; the target 'locked/t.raw' is incomplete \(flagged with the extended attribute user.blkimg.incomplete\)$" \
+            as_nobody "$BLKIMG" convert bad.qcow2 locked/t.raw
+        expect_eq "xattr after a failed in-place convert" "user.blkimg.incomplete" "$(xattrs locked/t.raw)"
+        ok "a target in a read-only directory is written in place and flagged"
+    fi
 else
     echo "SKIP: -n incomplete flag (no user xattrs on this file system)"
 fi
