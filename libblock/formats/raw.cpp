@@ -13,6 +13,10 @@ public:
     RawNode(Json opts, uint64_t offset, bool window) : FilterNode("raw", std::move(opts)), offset_(offset), window_(window) {}
 
     bool is_filter() const override { return !window_; }
+    int host_fd() const override {
+        const Node* f = primary_child(*this);
+        return window_ || !f ? -1 : f->host_fd();
+    }
 
     Status attach(std::shared_ptr<Node> file, uint64_t size) {
         if (!window_) return attach_filtered("file", std::move(file));

@@ -22,12 +22,15 @@ struct CopyOptions {
     // written as zeroes (or skipped) instead of as data. 0: never; the target ends up
     // fully allocated (zero ranges are written as data too).
     uint64_t min_sparse = 4096;
-    // The target reads as zeroes already (a new image with zero init, or
-    // --target-is-zero): zero ranges need no write at all.
+    // The target reads as zeroes already: zero ranges need no write at all. Set it for a
+    // new target whose has_zero_init() is true (when min_sparse != 0 and there is no
+    // backing file, as qemu does), or for --target-is-zero. Not with target_has_backing.
     bool target_is_zero = false;
     // -B: the target has a backing file that holds what the source's backing chain holds,
-    // so only the sources' top layers are copied; `target_backing_size` is the backing
-    // file's size (beyond it, zero ranges also need no write). UINT64_MAX: unknown.
+    // so only the sources' top layers are copied (what they do not allocate is left
+    // unallocated in the target); `target_backing_size` is the new backing file's size:
+    // beyond it a new target reads as zeroes, so zero ranges need no write there.
+    // UINT64_MAX: unknown (zero ranges are written everywhere).
     bool target_has_backing = false;
     uint64_t target_backing_size = UINT64_MAX;
     // -c: the target stores whole compressed clusters (compress_cluster on the workers,
@@ -35,22 +38,39 @@ struct CopyOptions {
     bool compress = false;
     // !-W: writes reach the target in guest order, so a qcow2 target is not fragmented.
     bool in_order = true;
-    // -m: requests in flight (qemu's coroutines, 1..16).
+    // -m: requests in flight (qemu's coroutines, 1..16): each holds one buffer of
+    // `request_size` bytes, so memory is about requests * request_size (twice that with
+    // -c, for the compressed copies), never more than kCopyMaxBufferBytes in all; larger
+    // products shrink the buffers. Values above kCopyMaxRequests are clamped.
     unsigned requests = 8;
-    // Worker threads; 0: one per core.
+    // Worker threads; 0: one per core (std::thread::hardware_concurrency). Never more than
+    // `requests` (a worker without a buffer has nothing to do). Workers read, detect
+    // zeroes and compress in parallel; with in_order one of them at a time writes, in
+    // guest order, while the others go on reading ahead into free buffers.
     unsigned threads = 0;
+    // Bytes per read (qemu's 2 MiB buffer). Requests are cut at multiples of it in the
+    // target's address space, so they stay aligned to the target's clusters whatever the
+    // source's extents look like. With -c a multiple of the target's cluster size.
+    uint64_t request_size = 2u << 20;
     // -r: bytes per second, 0 for no limit.
     uint64_t rate_limit = 0;
-    // -C: offload copies to the host (copy_file_range) where both ends allow it.
+    // -C: offload copies to the host (copy_file_range) where every source and the target
+    // have a host file at the same offsets (Node::host_fd: raw over file); elsewhere, and
+    // after the first failed offload, the normal copy runs. Ignored with -c and --salvage.
     bool copy_range = false;
     // --salvage: unreadable sectors become zeroes, each reported through `warn`.
     bool salvage = false;
 
-    // Called with the bytes done so far and the total to do; serialized, from any thread.
+    // Called with the bytes done so far and the total to do, serialized, from any worker
+    // thread, after each request, and once more with done == total at the end. As with
+    // qemu-img's -p, the total counts what must be read (data, and zeroes with -S 0),
+    // not holes or zeroes; setting it costs a block-status pass over the sources first.
     std::function<void(uint64_t done, uint64_t total)> progress;
-    // Called for each --salvage warning ("error while reading offset N: ...").
+    // Called for each --salvage warning ("error while reading offset N: ...", N within
+    // that source); serialized, from any worker thread.
     std::function<void(const std::string&)> warn;
-    // Set (e.g. by a signal handler) to stop the copy; it then fails with ECANCELED.
+    // Set (e.g. by a signal handler) to stop the copy; checked between requests, it then
+    // fails with ECANCELED, "interrupted".
     const std::atomic<bool>* cancel = nullptr;
 };
 
@@ -59,10 +79,19 @@ struct CopyStats {
     uint64_t data_written = 0;   // bytes written as data (before compression)
     uint64_t zeroed = 0;         // bytes written as zeroes
     uint64_t skipped = 0;        // bytes left alone (zero init, backing)
+    uint64_t offloaded = 0;      // of data_written: bytes copied by copy_file_range (-C)
+    uint64_t buffer_bytes = 0;   // memory the engine allocated for request buffers
 };
 
+// Bounds of the engine's memory (see CopyOptions::requests).
+inline constexpr unsigned kCopyMaxRequests = 64;
+inline constexpr uint64_t kCopyMaxBufferBytes = 32u << 20;
+
 // Copies the sources into the target. Errors read as qemu-img's: "error while reading at
-// byte N: REASON", "error while writing at byte N: REASON". The target is flushed at the end.
+// byte N: REASON", "error while writing at byte N: REASON" (N the guest offset where the
+// failing request starts, REASON strerror's text), "error while reading block status at
+// offset N: REASON" (N within that source). The first error stops every worker; all of
+// them have ended when this returns. On success the target has been flushed.
 Result<CopyStats> copy_image(const CopyOptions& opts);
 
 }  // namespace blk

@@ -131,6 +131,12 @@ public:
     // True if the node carries that flag (from an earlier, failed copy).
     virtual bool incomplete() const { return false; }
 
+    // A host file descriptor holding exactly this node's bytes at the same offsets, or -1.
+    // Lets the copy engine hand copies to the kernel (copy_file_range, convert -C). Only
+    // the file protocol and raw without a window (which passes its file's) have one;
+    // other filters keep -1 so nothing bypasses what they do.
+    virtual int host_fd() const { return -1; }
+
     // Block status of this layer at `off` for at most `bytes` (clipped to size()).
     // Applies the generic rules: pass-through (kStatusRaw) is followed, data/zero marks
     // the range allocated, an unallocated range of a format without backing reads as zero,
