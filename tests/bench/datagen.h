@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -105,8 +106,11 @@ public:
 
 private:
     static constexpr size_t kWords = 4096;
+    static constexpr size_t kCommonWords = 64;
 
     const std::string& word() { return words_[zipf_[rng_.next() & 0xffff]]; }
+    // Log messages come from a few templates: their words are the commonest ones.
+    const std::string& common_word() { return words_[zipf_[rng_.next() & 0xffff] % kCommonWords]; }
 
     void number(uint64_t max) { line_ += std::to_string(rng_.below(max)); }
 
@@ -137,7 +141,7 @@ private:
         line_ += "] ";
         const size_t n = 2 + rng_.below(6);
         for (size_t i = 0; i < n; ++i) {
-            line_ += word();
+            line_ += common_word();
             line_ += ' ';
         }
         line_ += "id=";
@@ -208,5 +212,36 @@ inline std::vector<std::byte> make(Kind k, size_t n, uint64_t seed) {
     }
     return b;
 }
+
+// The benchmark image's layout: runs of 64 KiB to 8 MiB (log-uniform, 4 KiB multiples) of
+// random data (40% of runs, so of bytes), text (20%), written zeroes (20%) and holes (20%).
+enum class RunKind { Random, Text, Zero, Hole };
+
+struct Run {
+    RunKind kind;
+    uint64_t length;
+};
+
+class ImageLayout {
+public:
+    static constexpr uint64_t kMinRun = 64 << 10;
+    static constexpr uint64_t kRunAlign = 4 << 10;
+    static constexpr int kRunDoublings = 7;  // 64 KiB * 2^7 = 8 MiB
+
+    explicit ImageLayout(uint64_t seed) : rng_(seed) {}
+
+    Run next() {
+        const uint64_t k = rng_.below(10);
+        const RunKind kind = k < 4 ? RunKind::Random : k < 6 ? RunKind::Text : k < 8 ? RunKind::Zero : RunKind::Hole;
+        // Log-uniform length: 2^(7u) scaled, from 53 random bits.
+        const double u = double(rng_.next() >> 11) / double(1ull << 53);
+        uint64_t len = uint64_t(double(kMinRun) * std::exp2(u * kRunDoublings));
+        len = std::max(kMinRun, len / kRunAlign * kRunAlign);
+        return {kind, len};
+    }
+
+private:
+    Rng rng_;
+};
 
 }  // namespace blkdata
