@@ -245,15 +245,17 @@ TEST_CASE("compressed output never exceeds max_out") {
     const auto text = blkdata::make(Kind::Text, 65536, 5);
     for (CompressionType t : {CompressionType::Zlib, CompressionType::Zstd}) {
         const auto full = compress(t, text, 65535);
-        for (size_t max_out : {full.size(), full.size() - 1, full.size() / 2, size_t(16), size_t(1)}) {
+        for (size_t max_out : {full.size() + 1, full.size(), full.size() - 1, full.size() / 2, size_t(16), size_t(1)}) {
             CAPTURE(max_out);
             std::vector<std::byte> out(max_out + 64, std::byte{0x5a});
             auto r = compress_cluster_into(t, text, std::span(out).first(max_out));
             REQUIRE(r);
-            if (max_out >= full.size()) {
+            if (max_out > full.size()) {
                 REQUIRE(*r);
                 CHECK(**r == full.size());
             } else if (*r) {
+                // An exact fit may count as too big: zlib, like qemu's one deflate call,
+                // needs a spare byte to report the end of the stream.
                 CHECK(**r <= max_out);
             }
             // Nothing written past max_out.
