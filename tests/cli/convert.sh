@@ -135,7 +135,7 @@ if [ "$QCOW2" = 1 ]; then
     same_as_qemu convert -O qcow2 -o compat=0.10,lazy_refcounts=on s.raw o.qcow2
     same_as_qemu convert -O qcow2 -o cluster_size=3k s.raw o.qcow2
     same_as_qemu convert -O qcow2 -B s.raw -F raw -o help s.raw o.qcow2
-    same_as_qemu convert -n -O qcow2 s.raw s2.raw
+    expect_fail 1 "^blkimg: Could not open 't.raw': (t.raw: )?Image is not in qcow2 format$" "$BLKIMG" convert -n -O qcow2 s.raw t.raw
     expect_fail 1 "^blkimg: Backing file not supported" "$BLKIMG" convert -b s.raw -F raw s.raw o.raw
     ok "qcow2 target checks match qemu-img"
 else
@@ -338,10 +338,23 @@ fi
 rc=0
 (trap '' XFSZ; ulimit -f 2048; exec "$BLKIMG" convert big.raw o.raw) 2>b.err || rc=$?
 expect_eq "exit code on EFBIG" 1 "$rc"
-grep -q "^blkimg: o.raw: error while converting raw: .*File too large$" b.err || fail "EFBIG message: $(cat b.err)"
+grep -Eq "^blkimg: o.raw: error while converting raw: (.*File too large|The image size is too large for file format 'raw')$" b.err ||
+    fail "EFBIG message: $(cat b.err)"
+[ "$(wc -l <b.err)" = 1 ] || fail "EFBIG: more than one line: $(cat b.err)"
 [ ! -e o.raw ] || fail "EFBIG left the target"
 no_temp
 ok "EFBIG while creating leaves no target"
+if [ "$QCOW2" = 1 ]; then
+    # A qcow2 file grows as clusters are written: the limit strikes mid-copy.
+    rc=0
+    (trap '' XFSZ; ulimit -f 2048; exec "$BLKIMG" convert -O qcow2 big.raw o.qcow2) 2>b.err || rc=$?
+    expect_eq "exit code on EFBIG mid-copy" 1 "$rc"
+    grep -Eq "^blkimg: error while writing at byte [0-9]+: File too large; the target 'o.qcow2' was not created$" b.err ||
+        fail "EFBIG mid-copy message: $(cat b.err)"
+    [ ! -e o.qcow2 ] || fail "EFBIG mid-copy left the target"
+    no_temp
+    ok "EFBIG while writing leaves no target"
+fi
 
 # A read failure (corrupt compressed cluster): the offset of the failing request (qemu-img
 # says 65536: its requests stop where a compressed run starts; a larger request may start
