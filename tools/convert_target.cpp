@@ -191,7 +191,10 @@ blk::Result<NewTarget> NewTarget::prepare(const std::string& target, const std::
 
     std::string base = base_of(t.final_path_);
     if (base.size() > kMaxTempBase) base.resize(kMaxTempBase);
-    std::string tmpl = dir_of(t.final_path_) + "/." + base + ".blkimg-XXXXXX";
+    // Beside the target, named the same way it is (a bare name stays bare), so names stored
+    // relative to the image (backing files) resolve to the same paths in messages.
+    const bool bare = t.final_path_.find('/') == std::string::npos;
+    std::string tmpl = (bare ? std::string() : dir_of(t.final_path_) + "/") + "." + base + ".blkimg-XXXXXX";
     int fd = ::mkstemp(tmpl.data());
     if (fd < 0 && t.replaces_ && (errno == EACCES || errno == EPERM || errno == EROFS)) {
         // No new name can be made here, but the file itself may be written: do as qemu-img.

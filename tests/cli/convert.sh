@@ -9,6 +9,7 @@ wait_for() {
     fail "timed out waiting for: $*"
 }
 has_temp() { ls -A | grep -q "^\.$1\.blkimg-......\$"; }
+no_temp() { ! ls -A | grep -q '\.blkimg-' || fail "a temporary file was left: $(ls -A | grep blkimg)"; }
 
 # Sources: data (1 MiB, 20 MiB, 5 MiB random), a sparse raw file, a qcow2 with a corrupt
 # compressed cluster (reading guest byte 65536 fails).
@@ -137,6 +138,17 @@ if [ "$QCOW2" = 1 ]; then
     same_as_qemu convert -O qcow2 -B s.raw -F raw -o help s.raw o.qcow2
     expect_fail 1 "^blkimg: Could not open 't.raw': (t.raw: )?Image is not in qcow2 format$" "$BLKIMG" convert -n -O qcow2 s.raw t.raw
     expect_fail 1 "^blkimg: Backing file not supported" "$BLKIMG" convert -b s.raw -F raw s.raw o.raw
+    # qemu-img creates the image, fails to open its backing file and leaves it; blkimg leaves nothing.
+    expect_fail 1 "^blkimg: Could not open 'o.qcow2': .*'missing.raw'.*No such file or directory$" \
+        "$BLKIMG" convert -O qcow2 -B missing.raw -F raw s.raw o.qcow2
+    [ ! -e o.qcow2 ] || fail "a missing backing file left the target"
+    no_temp
+    # A target in another directory keeps backing names relative to that directory.
+    mkdir -p sub
+    cp s.raw sub/base.raw
+    "$BLKIMG" convert -O qcow2 -B base.raw -F raw r5.raw sub/top.qcow2 || fail "-B into another directory"
+    qemu-img compare -q r5.raw sub/top.qcow2 || fail "-B into another directory differs"
+    qemu-img info sub/top.qcow2 | grep -q "^backing file: base.raw (actual path: sub/base.raw)$" || fail "-B name: $(qemu-img info sub/top.qcow2)"
     ok "qcow2 target checks match qemu-img"
 else
     echo "SKIP: qcow2 target checks (this build cannot create qcow2 images yet)"
@@ -241,7 +253,6 @@ grep -Eq '^    \([0-9]+\.[0-9]{2}/100%\)$' b.err || fail "SIGUSR1 printed no sta
 ok "SIGUSR1 status line"
 
 # --- Target safety ---
-no_temp() { ! ls -A | grep -q '\.blkimg-' || fail "a temporary file was left: $(ls -A | grep blkimg)"; }
 # The target appears only when complete; before that a hidden temporary file is written.
 rm -f o.raw
 "$BLKIMG" convert -r 10M big.raw o.raw &
