@@ -1,0 +1,192 @@
+# The qcow2 write path against qemu: the same operations applied by blk-writeimg to one
+# image and by qemu-io to a twin; our image must pass `qemu-img check` (no errors, no
+# leaks), `qemu-img compare` must call the twins identical, and our reads must agree with
+# qemu-img's.
+source "$SRCDIR/tests/lib.sh"
+: "${READIMG:?READIMG must point at blk-readimg}"
+: "${WRITEIMG:?WRITEIMG must point at blk-writeimg}"
+
+head -c 4M /dev/urandom >r1.bin
+head -c 4M /dev/urandom >r2.bin
+base64 -w 100 r1.bin | head -c 4M >text.bin
+
+# ours_op / qemu_op OP: one operation in blk-writeimg's and in qemu-io's words.
+#   w DATA OFF LEN | z OFF LEN | zu OFF LEN | d OFF LEN | c DATA OFF LEN | f | t SIZE
+#   C DATA OFF LEN: we compress over allocated clusters, which qemu refuses: it writes plainly.
+# DATA is a byte (0x5a) or @FILE.
+qdata() { case $1 in @*) echo "-s ${1#@}" ;; *) echo "-P $1" ;; esac; }
+ours_op() {
+    set -- $1
+    case $1 in
+        w) echo "write $2 $3 $4" ;;
+        z) echo "zero $2 $3" ;;
+        zu) echo "zero $2 $3 unmap" ;;
+        d) echo "discard $2 $3" ;;
+        c | C) echo "compress $2 $3 $4" ;;
+        f) echo "flush" ;;
+        t) echo "truncate $2" ;;
+        *) fail "bad op $1" ;;
+    esac
+}
+qemu_op() {
+    set -- $1
+    case $1 in
+        w) echo "write $(qdata $2) $3 $4" ;;
+        z) echo "write -z $2 $3" ;;
+        zu) echo "write -z -u $2 $3" ;;
+        d) echo "discard $2 $3" ;;
+        c) echo "write -c $(qdata $2) $3 $4" ;;
+        C) echo "write $(qdata $2) $3 $4" ;;  # qemu compresses into unallocated clusters only
+        f) echo "flush" ;;
+        t) echo "truncate $2" ;;
+    esac
+}
+
+# check_clean IMG: qemu-img check finds neither errors nor leaks.
+check_clean() {
+    local rc=0
+    qemu-img check "$1" >"$T/check.out" 2>&1 || rc=$?
+    [ "$rc" = 0 ] || fail "qemu-img check $1 exited $rc: $(cat "$T/check.out")"
+    grep -q "No errors were found on the image" "$T/check.out" || fail "qemu-img check $1: $(cat "$T/check.out")"
+}
+
+# same_reads IMG: blk-readimg and qemu-img read the same bytes.
+same_reads() {
+    qemu-img convert -U -O raw "$1" "$T/qemu.raw"
+    "$READIMG" "$1" >"$T/ours.raw" || fail "blk-readimg failed on $1"
+    cmp -s "$T/qemu.raw" "$T/ours.raw" || fail "blk-readimg and qemu-img read $1 differently"
+}
+
+# both NAME MAKE [WRITEIMG-FLAGS] -- OP...: MAKE IMG creates an image; it is called for
+# NAME.ours.qcow2 and NAME.qemu.qcow2, then the ops run on each and the results are compared.
+both() {
+    local name=$1 make=$2; shift 2
+    local flags=()
+    while [ "$1" != -- ]; do flags+=("$1"); shift; done
+    shift
+    local ours=$name.ours.qcow2 qemu=$name.qemu.qcow2
+    $make "$ours"
+    $make "$qemu"
+    local oops=() qargs=()
+    for op in "$@"; do
+        oops+=("$(ours_op "$op")")
+        qargs+=(-c "$(qemu_op "$op")")
+    done
+    "$WRITEIMG" "${flags[@]}" "$ours" "${oops[@]}" 2>"$T/w.err" || fail "$name: blk-writeimg failed: $(cat "$T/w.err")"
+    qemu-io -f qcow2 "${qargs[@]}" "$qemu" >/dev/null || fail "$name: qemu-io failed"
+    check_clean "$ours"
+    local rc=0
+    qemu-img compare "$ours" "$qemu" >"$T/cmp.out" 2>&1 || rc=$?
+    [ "$rc" = 0 ] || fail "$name: qemu-img compare: $(cat "$T/cmp.out")"
+    same_reads "$ours"
+    ok "$name"
+}
+
+MB=$((1 << 20))
+SIZE=$((8 * MB))
+# A mix: partial clusters, zeroes over data and holes, unmap, discard, the last cluster,
+# in-place overwrites after a flush, and data from files (so misplaced bytes show).
+OPS=("w @r1.bin 0 100k" "w 0x5a 150k 20k" "z 200k 64k" "w @r2.bin 300k 3k" "w @r1.bin 1M 512k"
+     "zu 1200k 128k" "d 1100k 64k" "z 1400k 64k" "w 0x11 $((SIZE - 4096)) 4k" "f"
+     "w @r2.bin 4k 8k" "w @text.bin 2M 1M" "z 2200k 8k" "w 0x33 6M 1536k" "d 6M 512k")
+
+for cs in 512 4k 64k 2M; do
+    mk() { qemu-img create -q -f qcow2 -o cluster_size=$cs "$1" $SIZE; }
+    both "cs$cs" mk -- "${OPS[@]}"
+done
+
+mk() { qemu-img create -q -f qcow2 -o compat=0.10 "$1" $SIZE; }
+both v2 mk -- "${OPS[@]}"
+
+for rb in 1 2 4 8 16 32 64; do
+    mk() { qemu-img create -q -f qcow2 -o refcount_bits=$rb "$1" $SIZE; }
+    both "refbits$rb" mk -- "${OPS[@]}"
+done
+
+# Small clusters and wide refcounts: refcount blocks cover little, the table must grow
+# several times (512-byte clusters, 64-bit refcounts: one table cluster covers 2 MiB).
+for rb in 1 64; do
+    mk() { qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=$rb "$1" 32M; }
+    both "growth$rb" mk -- "w @r1.bin 0 4M" "w @r2.bin 8M 4M" "w @text.bin 20M 4M" "d 1M 1M" "w 0x44 1M 512k"
+    qemu-img info --output=json "growth$rb.ours.qcow2" >/dev/null
+done
+
+mk() { qemu-img create -q -f qcow2 -o lazy_refcounts=on "$1" $SIZE; }
+both lazy mk -- "${OPS[@]}"
+
+# Backing chains: partial clusters copy the rest from the backing file.
+qemu-img create -q -f raw base.raw $SIZE
+qemu-io -f raw -c "write -s r2.bin 0 4M" -c "write -P 0x99 4M 4M" base.raw >/dev/null
+qemu-img create -q -f qcow2 mid.qcow2 -b base.raw -F raw
+qemu-io -f qcow2 -c "write -s r1.bin 1M 1M" -c "write -z 3M 64k" mid.qcow2 >/dev/null
+mk() { qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 "$1"; }
+both chain mk -- "${OPS[@]}" "w 0x66 1030k 1k" "w 0x67 3100k 100"
+mk() { qemu-img create -q -f qcow2 -o compat=0.10 -b mid.qcow2 -F qcow2 "$1"; }
+both chain-v2 mk -- "${OPS[@]}"
+
+# Extended L2: only the subclusters a write touches are allocated.
+for b in none chain; do
+    if [ $b = none ]; then mk() { qemu-img create -q -f qcow2 -o extended_l2=on "$1" $SIZE; }
+    else mk() { qemu-img create -q -f qcow2 -o extended_l2=on -b mid.qcow2 -F qcow2 "$1"; }; fi
+    both "extl2-$b" mk -- "${OPS[@]}" "w 0x21 4k 2k" "z 64k 8k" "w 0x22 130k 40k" "w 0x23 5000k 1k" "zu 5M 64k" \
+        "w @r1.bin 5200k 100" "z 5200k 2k"
+done
+
+# External data files; with data_file_raw the data file stays a valid raw image.
+for raw in off on; do
+    mk() { qemu-img create -q -f qcow2 -o data_file="$1.data",data_file_raw=$raw "$1" $SIZE; }
+    both "datafile-$raw" mk -- "${OPS[@]}"
+    if [ $raw = on ]; then
+        "$READIMG" datafile-on.ours.qcow2 >"$T/g.raw"
+        cmp -n $SIZE "$T/g.raw" datafile-on.ours.qcow2.data || fail "the raw data file differs from the guest content"
+        ok "data_file_raw: the data file is the guest content"
+    fi
+done
+mk() { qemu-img create -q -f qcow2 -o data_file="$1.data",extended_l2=on -b mid.qcow2 -F qcow2 "$1"; }
+both datafile-extl2-chain mk -- "${OPS[@]}"
+
+# Compressed writes: packing, clusters that do not shrink (stored plain), overwriting
+# compressed clusters partly (decompress and copy), zeroing and discarding them.
+for ct in zlib zstd; do
+    for cs in 4k 64k; do
+        mk() { qemu-img create -q -f qcow2 -o compression_type=$ct,cluster_size=$cs "$1" $SIZE; }
+        both "compress-$ct-$cs" mk -- "c @text.bin 0 1M" "c @r1.bin 1M 256k" "c 0x00 2M 128k" "c 0x41 3M 64k" \
+            "w 0x5a 100k 1k" "w @r2.bin 1030k 10k" "z 200k 64k" "d 300k 128k" "f" "C @text.bin 0 64k" "w 0x77 3M 512" \
+            "C @r2.bin 2M 64k" "C 0x42 384k 64k"
+    done
+done
+# The last cluster of an image whose size is not a multiple of the cluster size.
+mk() { qemu-img create -q -f qcow2 "$1" $((5 * MB + 12288)); }
+both compress-tail mk -- "c @text.bin 5M 12k" "w 0x12 4M 4k"
+
+# Preallocated images are written in place.
+for p in metadata falloc full; do
+    mk() { qemu-img create -q -f qcow2 -o preallocation=$p "$1" $SIZE; }
+    both "prealloc-$p" mk -- "${OPS[@]}"
+done
+
+# Growing the image: a bigger L1 table when the old one is full.
+mk() { qemu-img create -q -f qcow2 -o cluster_size=4k "$1" 1M; }
+both resize mk -- "w @r1.bin 0 1M" "t 16M" "w @r2.bin 15M 1M" "t 20M" "w 0x33 19M 4k"
+
+# Concurrent writers: four threads writing interleaved pieces that share clusters.
+for cs in 4k 64k; do
+    for chunk in 48k 100k; do
+        mk() { qemu-img create -q -f qcow2 -o cluster_size=$cs "$1" $SIZE; }
+        mk "par-$cs-$chunk.ours.qcow2"
+        mk "par-$cs-$chunk.qemu.qcow2"
+        "$WRITEIMG" "par-$cs-$chunk.ours.qcow2" "parallel 4 $chunk @r1.bin 3k 4M" || fail "parallel writes failed"
+        qemu-io -f qcow2 -c "write -s r1.bin 3k 4M" "par-$cs-$chunk.qemu.qcow2" >/dev/null
+        check_clean "par-$cs-$chunk.ours.qcow2"
+        qemu-img compare "par-$cs-$chunk.ours.qcow2" "par-$cs-$chunk.qemu.qcow2" >/dev/null || fail "parallel $cs $chunk differs"
+        ok "parallel writers, clusters $cs, pieces $chunk"
+    done
+done
+mk() { qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 "$1"; }
+mk parchain.ours.qcow2
+mk parchain.qemu.qcow2
+"$WRITEIMG" parchain.ours.qcow2 "parallel 3 7k @r1.bin 1000 3M" || fail "parallel writes over a backing file failed"
+qemu-io -f qcow2 -c "write -s r1.bin 1000 3M" parchain.qemu.qcow2 >/dev/null
+check_clean parchain.ours.qcow2
+qemu-img compare parchain.ours.qcow2 parchain.qemu.qcow2 >/dev/null || fail "parallel writes over a backing file differ"
+ok "parallel writers over a backing file"
