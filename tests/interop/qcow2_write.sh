@@ -190,3 +190,75 @@ qemu-io -f qcow2 -c "write -s r1.bin 1000 3M" parchain.qemu.qcow2 >/dev/null
 check_clean parchain.ours.qcow2
 qemu-img compare parchain.ours.qcow2 parchain.qemu.qcow2 >/dev/null || fail "parallel writes over a backing file differ"
 ok "parallel writers over a backing file"
+
+# incompat_bits IMG: the header's incompatible feature bits, in hex.
+incompat_bits() { od -An -tx8 --endian=big -j 72 -N 8 "$1" | tr -d ' '; }
+
+# Lazy refcounts: the dirty bit is on while metadata may be ahead of the refcounts and off
+# after a clean flush. A kill after L2 tables reached the disk (resize writes them back; the
+# refcounts wait) leaves a dirty image that still reads, is refused read-write with what to
+# run, and is whole again after qemu-img check -r all.
+expect_eq "lazy: dirty bit off after a flush" 0000000000000000 "$(incompat_bits lazy.ours.qcow2)"
+qemu-img create -q -f qcow2 -o lazy_refcounts=on killed.qcow2 8M
+rc=0
+("$WRITEIMG" killed.qcow2 "write @r1.bin 0 100k" "truncate 16M" "write 0x5b 1M 64k" "die") 2>/dev/null || rc=$?
+[ "$rc" = 137 ] || fail "blk-writeimg did not die as asked (exit $rc)"
+expect_eq "lazy: dirty bit on after a kill" 0000000000000001 "$(incompat_bits killed.qcow2)"
+same_reads killed.qcow2
+cmp -s -n 102400 "$T/qemu.raw" r1.bin || fail "the killed image lost its data"
+rc=0
+qemu-img check killed.qcow2 >/dev/null 2>&1 || rc=$?
+[ "$rc" = 2 ] || fail "qemu-img check of the killed image exited $rc, expected 2 (refcounts behind)"
+expect_fail 1 "killed\.qcow2.*dirty.*qemu-img check -r all killed\.qcow2" "$WRITEIMG" killed.qcow2 "write 0 0 1"
+qemu-img check -r all killed.qcow2 >/dev/null 2>&1 || fail "qemu-img check -r all could not repair the killed image"
+"$WRITEIMG" killed.qcow2 "write 0x77 2M 64k" || fail "the repaired image cannot be written"
+check_clean killed.qcow2
+ok "lazy refcounts: a kill leaves a dirty image that reads and repairs"
+
+# Without lazy refcounts, a kill at the same point leaves at most leaked clusters.
+qemu-img create -q -f qcow2 killed2.qcow2 8M
+rc=0
+("$WRITEIMG" killed2.qcow2 "write @r1.bin 0 100k" "truncate 16M" "write 0x5b 1M 64k" "die") 2>/dev/null || rc=$?
+[ "$rc" = 137 ] || fail "blk-writeimg did not die as asked (exit $rc)"
+expect_eq "no dirty bit without lazy refcounts" 0000000000000000 "$(incompat_bits killed2.qcow2)"
+rc=0
+qemu-img check killed2.qcow2 >"$T/check.out" 2>&1 || rc=$?
+[ "$rc" = 0 ] || [ "$rc" = 3 ] || fail "killed image without lazy refcounts is corrupt: $(cat "$T/check.out")"
+same_reads killed2.qcow2
+ok "a kill without lazy refcounts leaks clusters at worst"
+
+# The incomplete mark (convert -n): the corrupt bit keeps qemu off the image, the file's
+# extended attribute lets us reopen it to finish, and clearing both leaves a clean image.
+xattr() { python3 -c 'import os,sys; print(int("user.blkimg.incomplete" in os.listxattr(sys.argv[1])))' "$1"; }
+qemu-img create -q -f qcow2 inc.qcow2 8M
+rc=0
+("$WRITEIMG" inc.qcow2 "incomplete on" "write @r1.bin 0 1M" "die") 2>/dev/null || rc=$?
+[ "$rc" = 137 ] || fail "blk-writeimg did not die as asked (exit $rc)"
+expect_eq "incomplete: corrupt bit set" 0000000000000002 "$(incompat_bits inc.qcow2)"
+expect_eq "incomplete: xattr set" 1 "$(xattr inc.qcow2)"
+qemu-img info --output=json inc.qcow2 | grep -q '"corrupt": true' || fail "qemu-img info does not see the mark"
+! qemu-io -f qcow2 -c "write 0 512" inc.qcow2 >/dev/null 2>&1 || fail "qemu-io wrote to an image marked incomplete"
+"$READIMG" inc.qcow2 >/dev/null || fail "an image marked incomplete cannot be read"
+"$WRITEIMG" inc.qcow2 "write @r1.bin 0 1M" "incomplete off" || fail "our own mark kept us from finishing the copy"
+expect_eq "incomplete off: corrupt bit clear" 0000000000000000 "$(incompat_bits inc.qcow2)"
+expect_eq "incomplete off: xattr gone" 0 "$(xattr inc.qcow2)"
+check_clean inc.qcow2
+ok "incomplete mark set, honoured and cleared"
+
+# A corrupt bit that is not our mark: read-write opens are refused as qemu refuses them.
+qemu-img create -q -f qcow2 corrupt.qcow2 8M
+qemu-io -f qcow2 -c "write -P 0x42 0 64k" corrupt.qcow2 >/dev/null
+printf '\x02' | dd of=corrupt.qcow2 bs=1 seek=79 conv=notrunc status=none
+expect_fail 1 "corrupt\.qcow2: Image is corrupt; cannot be opened read/write" "$WRITEIMG" corrupt.qcow2 "write 0 0 1"
+same_reads corrupt.qcow2
+ok "a corrupt image is refused read-write and still reads"
+
+# Read-write opens we do not support yet say so in one line.
+qemu-img create -q -f qcow2 snap.qcow2 8M
+qemu-img snapshot -c s1 snap.qcow2
+expect_fail 1 "snap\.qcow2: writing qcow2 images with internal snapshots is not supported yet" "$WRITEIMG" snap.qcow2 "write 0 0 1"
+qemu-img create -q -f qcow2 bm.qcow2 8M
+qemu-img bitmap --add bm.qcow2 b0
+expect_fail 1 "bm\.qcow2: writing qcow2 images with persistent bitmaps is not supported yet" "$WRITEIMG" bm.qcow2 "write 0 0 1"
+expect_fail 1 "Lazy refcounts require" "$WRITEIMG" --image-opts "driver=qcow2,lazy-refcounts=on,file.filename=v2.ours.qcow2" "write 0 0 1"
+ok "unsupported read-write opens refused"
