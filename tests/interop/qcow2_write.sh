@@ -201,7 +201,7 @@ incompat_bits() { od -An -tx8 --endian=big -j 72 -N 8 "$1" | tr -d ' '; }
 expect_eq "lazy: dirty bit off after a flush" 0000000000000000 "$(incompat_bits lazy.ours.qcow2)"
 qemu-img create -q -f qcow2 -o lazy_refcounts=on killed.qcow2 8M
 rc=0
-("$WRITEIMG" killed.qcow2 "write @r1.bin 0 100k" "truncate 16M" "write 0x5b 1M 64k" "die") 2>/dev/null || rc=$?
+{ "$WRITEIMG" killed.qcow2 "write @r1.bin 0 100k" "truncate 16M" "write 0x5b 1M 64k" "die"; } 2>/dev/null || rc=$?
 [ "$rc" = 137 ] || fail "blk-writeimg did not die as asked (exit $rc)"
 expect_eq "lazy: dirty bit on after a kill" 0000000000000001 "$(incompat_bits killed.qcow2)"
 same_reads killed.qcow2
@@ -218,7 +218,7 @@ ok "lazy refcounts: a kill leaves a dirty image that reads and repairs"
 # Without lazy refcounts, a kill at the same point leaves at most leaked clusters.
 qemu-img create -q -f qcow2 killed2.qcow2 8M
 rc=0
-("$WRITEIMG" killed2.qcow2 "write @r1.bin 0 100k" "truncate 16M" "write 0x5b 1M 64k" "die") 2>/dev/null || rc=$?
+{ "$WRITEIMG" killed2.qcow2 "write @r1.bin 0 100k" "truncate 16M" "write 0x5b 1M 64k" "die"; } 2>/dev/null || rc=$?
 [ "$rc" = 137 ] || fail "blk-writeimg did not die as asked (exit $rc)"
 expect_eq "no dirty bit without lazy refcounts" 0000000000000000 "$(incompat_bits killed2.qcow2)"
 rc=0
@@ -232,7 +232,7 @@ ok "a kill without lazy refcounts leaks clusters at worst"
 xattr() { python3 -c 'import os,sys; print(int("user.blkimg.incomplete" in os.listxattr(sys.argv[1])))' "$1"; }
 qemu-img create -q -f qcow2 inc.qcow2 8M
 rc=0
-("$WRITEIMG" inc.qcow2 "incomplete on" "write @r1.bin 0 1M" "die") 2>/dev/null || rc=$?
+{ "$WRITEIMG" inc.qcow2 "incomplete on" "write @r1.bin 0 1M" "die"; } 2>/dev/null || rc=$?
 [ "$rc" = 137 ] || fail "blk-writeimg did not die as asked (exit $rc)"
 expect_eq "incomplete: corrupt bit set" 0000000000000002 "$(incompat_bits inc.qcow2)"
 expect_eq "incomplete: xattr set" 1 "$(xattr inc.qcow2)"
