@@ -45,7 +45,12 @@ struct Data {
             std::memset(out.data(), byte, out.size());
             return;
         }
-        for (uint64_t i = 0; i < out.size(); ++i) out[i] = file[(pos + i) % file.size()];
+        for (uint64_t i = 0; i < out.size();) {
+            const uint64_t at = (pos + i) % file.size();
+            const uint64_t n = std::min<uint64_t>(out.size() - i, file.size() - at);
+            std::memcpy(out.data() + i, file.data() + at, n);
+            i += n;
+        }
     }
 };
 
@@ -54,11 +59,12 @@ Data data(const std::string& s, uint64_t len) {
     if (!s.empty() && s[0] == '@') {
         std::ifstream f(s.substr(1), std::ios::binary);
         if (!f) die("cannot read " + s.substr(1));
-        std::vector<char> raw(len);
-        f.read(raw.data(), static_cast<std::streamsize>(len));
-        raw.resize(static_cast<size_t>(f.gcount()));
-        if (raw.empty()) die(s.substr(1) + " is empty");
-        for (char c : raw) d.file.push_back(std::byte(static_cast<unsigned char>(c)));
+        f.seekg(0, std::ios::end);
+        const uint64_t have = std::min<uint64_t>(len, static_cast<uint64_t>(f.tellg()));
+        f.seekg(0);
+        d.file.resize(have);
+        f.read(reinterpret_cast<char*>(d.file.data()), static_cast<std::streamsize>(have));
+        if (d.file.empty() || static_cast<uint64_t>(f.gcount()) != have) die("cannot read " + s.substr(1));
     } else {
         d.byte = static_cast<int>(std::stoul(s, nullptr, 0) & 0xff);
     }

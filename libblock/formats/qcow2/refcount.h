@@ -17,6 +17,7 @@ namespace blk::qcow2 {
 
 constexpr uint64_t kRefblockCacheBytes = 1ull << 20;
 constexpr size_t kMinRefblockCacheEntries = 4;
+constexpr size_t kMaxDeferredFrees = 1u << 20;  // bounds the memory frees waiting for write-back
 
 struct AllocRun {
     uint64_t offset = 0;     // host offset of the first cluster
@@ -58,7 +59,8 @@ public:
     // --- write-back ---
     bool blocks_dirty() const { return cache_.dirty_count() > 0; }
     bool table_dirty() const { return table_dirty_; }
-    bool needs_writeback() const { return cache_.needs_writeback(); }
+    // Too many dirty blocks, or too many frees waiting (lazy refcounts defer both).
+    bool needs_writeback() const { return cache_.needs_writeback() || deferred_.size() > kMaxDeferredFrees; }
     // Writes the dirty refcount blocks, then the table if it changed (at its new place if it
     // moved). The caller then points the header at a moved table and calls
     // table_move_committed().

@@ -119,7 +119,8 @@ Status Qcow2Node::zero_clusters(uint64_t off, uint64_t bytes, unsigned flags, bo
             }
         }
         auto st = [&]() -> Status {
-            BLK_TRY(mark_dirty_locked());
+            // No L2 table and nothing below: the whole range reads zero already.
+            if ((l1_[off / per_l2] & kOffsetMask) == 0 && !backing) return {};
             BLK_TRY_ASSIGN(MetaCache::Entry * t, l2_for_write_locked(off / per_l2));
             for (uint64_t c = first; c < last; ++c) {
                 Plan p;
@@ -173,6 +174,7 @@ Status Qcow2Node::zero_clusters(uint64_t off, uint64_t bytes, unsigned flags, bo
                     }
                 }
                 if (next.entry == old.entry && next.bitmap == old.bitmap) continue;
+                BLK_TRY(mark_dirty_locked());
                 store_l2_entry(h_, t->data, index, next);
                 l2_cache_.mark_dirty(t);
                 if (release) BLK_TRY(release_locked(old));
