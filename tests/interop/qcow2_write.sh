@@ -11,7 +11,7 @@ head -c 4M /dev/urandom >r2.bin
 base64 -w 100 r1.bin | head -c 4M >text.bin
 
 # ours_op / qemu_op OP: one operation in blk-writeimg's and in qemu-io's words.
-#   w DATA OFF LEN | z OFF LEN | zu OFF LEN | d OFF LEN | c DATA OFF LEN | f | t SIZE
+#   w DATA OFF LEN | z OFF LEN | zu OFF LEN | d OFF LEN | c DATA OFF LEN | f | t SIZE [PREALLOC]
 #   C DATA OFF LEN: we compress over allocated clusters, which qemu refuses: it writes plainly.
 # DATA is a byte (0x5a) or @FILE.
 qdata() { case $1 in @*) echo "-s ${1#@}" ;; *) echo "-P $1" ;; esac; }
@@ -24,7 +24,7 @@ ours_op() {
         d) echo "discard $2 $3" ;;
         c | C) echo "compress $2 $3 $4" ;;
         f) echo "flush" ;;
-        t) echo "truncate $2" ;;
+        t) echo "truncate $2 ${3:-}" ;;
         *) fail "bad op $1" ;;
     esac
 }
@@ -38,7 +38,7 @@ qemu_op() {
         c) echo "write -c $(qdata $2) $3 $4" ;;
         C) echo "write $(qdata $2) $3 $4" ;;  # qemu compresses into unallocated clusters only
         f) echo "flush" ;;
-        t) echo "truncate $2" ;;
+        t) echo "truncate ${3:+-m $3} $2" ;;
     esac
 }
 
@@ -132,6 +132,9 @@ for b in none chain; do
         "w @r1.bin 5200k 100" "z 5200k 2k"
 done
 
+mk() { qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=2M -b mid.qcow2 -F qcow2 "$1"; }
+both extl2-2M mk -- "${OPS[@]}" "w 0x21 4k 2k" "w 0x22 2100k 64k" "z 2304k 128k" "w 0x23 2400k 1k"
+
 # External data files; with data_file_raw the data file stays a valid raw image.
 for raw in off on; do
     mk() { qemu-img create -q -f qcow2 -o data_file="$1.data",data_file_raw=$raw "$1" $SIZE; }
@@ -155,6 +158,15 @@ for ct in zlib zstd; do
             "C @r2.bin 2M 64k" "C 0x42 384k 64k"
     done
 done
+COPS=("c @text.bin 0 1M" "c @r1.bin 1M 256k" "w 0x5a 100k 1k" "z 200k 64k" "d 512k 128k" "f" "C @text.bin 0 64k" "w 0x77 1M 512")
+mk() { qemu-img create -q -f qcow2 -o compat=0.10 "$1" $SIZE; }
+both compress-v2 mk -- "${COPS[@]}"
+mk() { qemu-img create -q -f qcow2 -o refcount_bits=1 "$1" $SIZE; }
+both compress-refbits1 mk -- "${COPS[@]}"
+mk() { qemu-img create -q -f qcow2 -o cluster_size=2M "$1" $SIZE; }
+both compress-2M mk -- "c @text.bin 0 4M" "w 0x5a 100k 1k" "c 0x31 6M 2M" "z 6M 64k"
+mk() { qemu-img create -q -f qcow2 -o extended_l2=on -b mid.qcow2 -F qcow2 "$1"; }
+both compress-extl2 mk -- "${COPS[@]}" "w 0x21 1M 2k" "z 1040k 2k"
 # The last cluster of an image whose size is not a multiple of the cluster size.
 mk() { qemu-img create -q -f qcow2 "$1" $((5 * MB + 12288)); }
 both compress-tail mk -- "c @text.bin 5M 12k" "w 0x12 4M 4k"
@@ -168,6 +180,37 @@ done
 # Growing the image: a bigger L1 table when the old one is full.
 mk() { qemu-img create -q -f qcow2 -o cluster_size=4k "$1" 1M; }
 both resize mk -- "w @r1.bin 0 1M" "t 16M" "w @r2.bin 15M 1M" "t 20M" "w 0x33 19M 4k"
+
+# map_shape: a JSON map without host offsets, neighbours with the same flags merged.
+map_shape() {
+    python3 -c '
+import json, sys
+out = []
+for e in json.load(sys.stdin):
+    e.pop("offset", None)
+    if out and all(out[-1][k] == e[k] for k in ("depth", "present", "zero", "data")):
+        out[-1]["length"] += e["length"]
+    else:
+        out.append(e)
+for e in out:
+    print(e)'
+}
+
+# Growing with preallocation (what create builds on): the new clusters are allocated as
+# qemu allocates them, and map agrees on what is data and what reads zero.
+for p in metadata falloc full; do
+    for ext in off on; do
+        mk() { qemu-img create -q -f qcow2 -o cluster_size=4k,extended_l2=$ext "$1" 1M; }
+        [ $ext = on ] && mk() { qemu-img create -q -f qcow2 -o cluster_size=16k,extended_l2=on "$1" 1M; }
+        both "resize-$p-extl2$ext" mk -- "w @r1.bin 4k 100k" "t 8M $p" "w 0x12 7M 8k" "t 9M $p"
+        qemu-img map --output=json "resize-$p-extl2$ext.ours.qcow2" | map_shape >"$T/m1"
+        qemu-img map --output=json "resize-$p-extl2$ext.qemu.qcow2" | map_shape >"$T/m2"
+        cmp -s "$T/m1" "$T/m2" || fail "resize with $p: map differs from qemu's: $(diff "$T/m1" "$T/m2")"
+    done
+done
+mk() { qemu-img create -q -f qcow2 -o data_file="$1.data",data_file_raw=on "$1" 1M; }
+both resize-datafile-raw mk -- "w @r1.bin 4k 100k" "t 8M" "w 0x12 7M 8k"
+cmp -n $((8 * MB)) "resize-datafile-raw.ours.qcow2.data" <("$READIMG" resize-datafile-raw.ours.qcow2) || fail "raw data file differs after a resize"
 
 # Concurrent writers: four threads writing interleaved pieces that share clusters.
 for cs in 4k 64k; do
@@ -262,3 +305,16 @@ qemu-img bitmap --add bm.qcow2 b0
 expect_fail 1 "bm\.qcow2: writing qcow2 images with persistent bitmaps is not supported yet" "$WRITEIMG" bm.qcow2 "write 0 0 1"
 expect_fail 1 "Lazy refcounts require" "$WRITEIMG" --image-opts "driver=qcow2,lazy-refcounts=on,file.filename=v2.ours.qcow2" "write 0 0 1"
 ok "unsupported read-write opens refused"
+
+# What a copy asks of a target, as qemu answers it: a fresh image reads as zeroes unless a
+# backing file shows through; compression needs the image's own file.
+facts() { "$WRITEIMG" "$1" facts; }
+qemu-img create -q -f qcow2 f-plain.qcow2 8M
+qemu-img create -q -f qcow2 -o preallocation=metadata f-prealloc.qcow2 8M
+qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 f-backing.qcow2
+qemu-img create -q -f qcow2 -o data_file=f-data.bin f-data.qcow2 8M
+expect_eq "fresh image" "zero_init=1 compress=1 incomplete=0" "$(facts f-plain.qcow2)"
+expect_eq "preallocated image" "zero_init=1 compress=1 incomplete=0" "$(facts f-prealloc.qcow2)"
+expect_eq "image over a backing file" "zero_init=0 compress=1 incomplete=0" "$(facts f-backing.qcow2)"
+expect_eq "external data file" "zero_init=1 compress=0 incomplete=0" "$(facts f-data.qcow2)"
+ok "has_zero_init and can_write_compressed"

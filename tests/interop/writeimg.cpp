@@ -5,10 +5,11 @@
 //   discard OFF LEN
 //   compress DATA OFF LEN     compressed writes of the clusters in [OFF, OFF+LEN)
 //   parallel THREADS CHUNK DATA OFF LEN   THREADS writers, interleaved CHUNK-sized pieces
-//   truncate SIZE
+//   truncate SIZE [off|metadata|falloc|full]
 //   flush
 //   incomplete on|off         Node::set_incomplete
 //   die                       SIGKILL ourselves (no flush, no destructor)
+//   facts                     prints "zero_init=0|1 compress=0|1 incomplete=0|1"
 // Numbers take qemu's suffixes (k, M, G). Exits 1 with one error line on failure.
 // usage: blk-writeimg [-f FMT] [--image-opts] IMAGE OP...
 #include <csignal>
@@ -152,12 +153,16 @@ int main(int argc, char** argv) {
             }
             for (auto& th : pool) th.join();
             for (auto& r : res) check(r, op);
-        } else if (cmd == "truncate" && w.size() == 2) {
-            check(n.truncate(num(w[1])), op);
+        } else if (cmd == "truncate" && (w.size() == 2 || w.size() == 3)) {
+            auto mode = blk::parse_prealloc(w.size() == 3 ? w[2] : "off");
+            if (!mode) die("bad preallocation mode in '" + op + "'");
+            check(n.truncate(num(w[1]), *mode), op);
         } else if (cmd == "flush" && w.size() == 1) {
             check(n.flush(), op);
         } else if (cmd == "incomplete" && w.size() == 2) {
             check(n.set_incomplete(w[1] == "on"), op);
+        } else if (cmd == "facts" && w.size() == 1) {
+            std::printf("zero_init=%d compress=%d incomplete=%d\n", n.has_zero_init(), n.can_write_compressed(), n.incomplete());
         } else if (cmd == "die" && w.size() == 1) {
             std::fflush(nullptr);
             std::raise(SIGKILL);

@@ -126,6 +126,7 @@ private:
     void begin_inflight_locked(Lock& lk, uint64_t first, uint64_t end);
     void end_inflight_locked(uint64_t first, uint64_t end);
     Status grow_data_file(uint64_t end);
+    Status preallocate_locked(uint64_t from, uint64_t to, Prealloc mode);
 
     Header h_;
     std::vector<std::byte> hdr_;  // the fixed header fields as on disk, patched for updates

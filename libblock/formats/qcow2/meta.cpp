@@ -216,10 +216,6 @@ Status Qcow2Node::do_truncate(uint64_t size, Prealloc prealloc) {
     if (size == size_) return {};
     if (size < size_) return make_error(ENOTSUP, name_ + ": shrinking qcow2 images is not supported yet");
     if (size % 512 != 0) return make_error(EINVAL, name_ + ": The new size must be a multiple of 512");
-    if (prealloc != Prealloc::Off) {
-        return make_error(ENOTSUP, name_ + ": preallocation mode '" + std::string(prealloc_name(prealloc)) +
-                                       "' is not supported yet when resizing qcow2 images");
-    }
     if (size > kMaxVirtualSize) return make_error(EFBIG, name_ + ": Image is too big (virtual size " + std::to_string(size) + ")");
     const uint64_t cs = h_.cluster_size();
     const uint64_t per_l2 = h_.l2_entries() * cs;
@@ -241,13 +237,76 @@ Status Qcow2Node::do_truncate(uint64_t size, Prealloc prealloc) {
             l1_.resize(need, 0);
             l1_moved_to_ = run.offset;
         }
-        if (external_) BLK_TRY(grow_data_file(size));
+        const uint64_t old_size = size_;
+        if (external_ && data_->size() < size) {
+            const Prealloc file_mode = prealloc == Prealloc::Metadata ? Prealloc::Off : prealloc;
+            BLK_TRY(data_->truncate(size, file_mode).context(name_ + ": growing the data file"));
+        }
+        // As qemu: a raw data file's clusters are all mapped, so the new ones are too.
+        if (prealloc == Prealloc::Off && external_ && (h_.autoclear & kAutoclearDataFileRaw)) prealloc = Prealloc::Metadata;
         size_ = size;
         header_dirty_ = true;
+        if (prealloc != Prealloc::Off) BLK_TRY(preallocate_locked(old_size, size, prealloc));
         return writeback_locked(false);
     }();
     end_inflight_locked(0, UINT64_MAX);
     if (!st) return meta_error_locked(std::move(st).error());
+    return {};
+}
+
+// Allocates every unallocated cluster of guest range [from, to) as zero-filled data, L2
+// tables first, data clusters in contiguous runs (qemu's preallocation): `metadata` leaves
+// the data clusters sparse in the file, `falloc` reserves them, `full` writes zeroes.
+Status Qcow2Node::preallocate_locked(uint64_t from, uint64_t to, Prealloc mode) {
+    const uint64_t cs = h_.cluster_size();
+    const uint64_t per_table = h_.l2_entries();
+    std::vector<std::pair<uint64_t, uint64_t>> runs;  // host ranges to reserve or zero
+    uint64_t c = from / cs;
+    const uint64_t end = (to + cs - 1) / cs;
+    while (c < end) {
+        const uint64_t l1i = c / per_table;
+        const uint64_t table_end = std::min(end, (l1i + 1) * per_table);
+        BLK_TRY_ASSIGN(MetaCache::Entry * t, l2_for_write_locked(l1i));
+        std::vector<uint64_t> todo;
+        for (uint64_t k = c; k < table_end; ++k) {
+            const L2Entry e = load_l2_entry(h_, t->data, k % per_table);
+            const bool hosted = standard_offset(e.entry) != 0 || (external_ && (e.entry & kEntryCopied));
+            if (!hosted && !(e.entry & kEntryCompressed)) todo.push_back(k);
+        }
+        std::vector<uint64_t> hosts;
+        hosts.reserve(todo.size());
+        if (external_) {
+            for (uint64_t k : todo) hosts.push_back(k * cs);
+        } else {
+            while (hosts.size() < todo.size()) {
+                BLK_TRY_ASSIGN(AllocRun run, refs_->allocate(todo.size() - hosts.size(), false));
+                for (uint64_t i = 0; i < run.clusters; ++i) hosts.push_back(run.offset + i * cs);
+                if (!runs.empty() && runs.back().second == run.offset) runs.back().second += run.clusters * cs;
+                else runs.emplace_back(run.offset, run.offset + run.clusters * cs);
+            }
+        }
+        BLK_TRY_ASSIGN(t, l2_for_write_locked(l1i));
+        for (size_t i = 0; i < todo.size(); ++i) {
+            // With extended L2, as qemu: the space is reserved, the subclusters stay unallocated.
+            store_l2_entry(h_, t->data, todo[i] % per_table, L2Entry{standard_entry(hosts[i], true), 0});
+        }
+        if (!todo.empty()) l2_cache_.mark_dirty(t);
+        BLK_TRY(maybe_writeback_locked());
+        c = table_end;
+    }
+    if (external_ || mode == Prealloc::Metadata) return {};  // a data file was preallocated as it grew
+    constexpr uint64_t kZeroChunk = 1 << 20;
+    const std::vector<std::byte> zeroes(mode == Prealloc::Full ? kZeroChunk : 0);
+    for (auto [a, b] : runs) {
+        if (mode == Prealloc::Falloc) {
+            BLK_TRY(file_->write_zeroes(a, b - a, 0).context(name_ + ": preallocating"));
+            continue;
+        }
+        for (uint64_t pos = a; pos < b; pos += kZeroChunk) {
+            BLK_TRY(file_->write(pos, std::span(zeroes).first(std::min(kZeroChunk, b - pos))).context(name_ + ": preallocating"));
+        }
+    }
+    unsynced_data_ = true;
     return {};
 }
 

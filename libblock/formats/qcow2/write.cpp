@@ -173,7 +173,7 @@ Status Qcow2Node::write_plans(std::vector<Plan>& plans, std::span<const std::byt
     const std::byte* mem = nullptr;
     auto flush_piece = [&]() -> Status {
         if (len == 0) return {};
-        BLK_TRY(data_->write(host, std::span(mem, len)).context(name_));
+        BLK_TRY(data_->write(host, std::span(mem, len)));  // the host node names itself
         len = 0;
         return {};
     };
@@ -335,7 +335,7 @@ Status Qcow2Node::do_write_compressed(uint64_t off, uint64_t len, const Compress
         return meta_error_locked(std::move(planned).error());
     }
     lk.unlock();
-    Status io = file_->write(host, c.bytes).context(name_);
+    Status io = file_->write(host, c.bytes);
     lk.lock();
     auto committed = [&]() -> Status {
         if (!io) {
