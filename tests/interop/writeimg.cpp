@@ -5,6 +5,10 @@
 //   discard OFF LEN
 //   compress DATA OFF LEN     compressed writes of the clusters in [OFF, OFF+LEN)
 //   parallel THREADS CHUNK DATA OFF LEN   THREADS writers, interleaved CHUNK-sized pieces
+//   stress THREADS OPS SEED   THREADS threads own interleaved 1000-byte stripes (so they share
+//                             every cluster) and each does OPS random writes and zero writes
+//                             on its stripes, reading each back; the whole image must then
+//                             read as the model of those operations says
 //   truncate SIZE [off|metadata|falloc|full]
 //   flush
 //   incomplete on|off         Node::set_incomplete
@@ -17,6 +21,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -74,6 +79,57 @@ Data data(const std::string& s, uint64_t len) {
 
 void check(const blk::Status& st, const std::string& what) {
     if (!st) die(what + ": " + st.error().message);
+}
+
+// See "stress" above.
+void stress(blk::Node& n, unsigned threads, uint64_t ops, uint64_t seed) {
+    constexpr uint64_t kStripe = 1000;
+    const uint64_t size = n.size();
+    std::vector<std::byte> model(size);
+    check(n.read(0, model), "stress: reading the initial content");
+    const uint64_t stripes = size / kStripe;
+    std::vector<std::string> errors(threads);
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+            std::mt19937_64 rng(seed * 1000 + t);
+            std::vector<std::byte> buf, back;
+            for (uint64_t i = 0; i < ops; ++i) {
+                const uint64_t stripe = (rng() % (stripes / threads)) * threads + t;
+                const uint64_t a = rng() % kStripe, b = a + 1 + rng() % (kStripe - a);
+                const uint64_t off = stripe * kStripe + a, len = b - a;
+                blk::Status st;
+                if (rng() % 4 == 0) {
+                    st = n.write_zeroes(off, len, rng() % 2 ? unsigned{blk::kZeroMayUnmap} : 0u);
+                    std::memset(model.data() + off, 0, len);
+                } else {
+                    buf.resize(len);
+                    for (auto& x : buf) x = std::byte(rng());
+                    st = n.write(off, buf);
+                    std::memcpy(model.data() + off, buf.data(), len);
+                }
+                if (!st) {
+                    errors[t] = st.error().message;
+                    return;
+                }
+                back.resize(kStripe);
+                st = n.read(stripe * kStripe, back);
+                if (!st || std::memcmp(back.data(), model.data() + stripe * kStripe, kStripe) != 0) {
+                    errors[t] = "stripe " + std::to_string(stripe) + " does not read back as written";
+                    return;
+                }
+            }
+        });
+    }
+    for (auto& th : pool) th.join();
+    for (auto& e : errors)
+        if (!e.empty()) die("stress: " + e);
+    check(n.flush(), "stress: flush");
+    std::vector<std::byte> all(size);
+    check(n.read(0, all), "stress: reading back");
+    for (uint64_t i = 0; i < size; ++i) {
+        if (all[i] != model[i]) die("stress: byte " + std::to_string(i) + " differs from the model");
+    }
 }
 
 }  // namespace
@@ -153,6 +209,8 @@ int main(int argc, char** argv) {
             }
             for (auto& th : pool) th.join();
             for (auto& r : res) check(r, op);
+        } else if (cmd == "stress" && w.size() == 4) {
+            stress(n, static_cast<unsigned>(num(w[1])), num(w[2]), num(w[3]));
         } else if (cmd == "truncate" && (w.size() == 2 || w.size() == 3)) {
             auto mode = blk::parse_prealloc(w.size() == 3 ? w[2] : "off");
             if (!mode) die("bad preallocation mode in '" + op + "'");
