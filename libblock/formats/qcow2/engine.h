@@ -144,6 +144,7 @@ private:
     // --- the write path's state ---
     bool writable_ = false;
     bool lazy_ = false;           // lazy refcounts in use: dirty bit, deferred refcount writes
+    bool no_flush_ = false;       // cache.no-flush (qemu-img convert's default cache=unsafe)
     bool dirty_on_disk_ = false;  // the dirty bit is set in the header on disk
     bool broken_ = false;         // corrupt metadata met while writing: no more writes
     std::string broken_msg_;

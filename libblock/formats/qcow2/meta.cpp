@@ -78,6 +78,12 @@ Status Qcow2Node::write_header_locked() {
 
 // Makes everything written so far durable before what follows depends on it.
 Status Qcow2Node::barrier_locked() {
+    if (no_flush_) {
+        // Writes still go out in order, which keeps the image consistent if the process
+        // dies; only a host crash can lose them (cache=unsafe).
+        unsynced_file_ = unsynced_data_ = false;
+        return {};
+    }
     if (unsynced_data_ && external_) BLK_TRY(data_->flush().context(name_ + ": flushing the data file"));
     if (unsynced_file_ || (unsynced_data_ && !external_)) BLK_TRY(file_->flush().context(name_ + ": flushing"));
     unsynced_file_ = unsynced_data_ = false;

@@ -92,6 +92,12 @@ Status Qcow2Node::open_writable(const Json& opts) {
         return make_error(EINVAL, name_ + ": Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level");
     }
     lazy_ = lazy_opt.value_or(static_cast<bool>(h_.compatible & kCompatLazyRefcounts));
+    // cache.no-flush (cache=unsafe, qemu-img convert's default for targets): metadata is
+    // still written back in order, but nothing asks the host to make it durable.
+    if (opts.contains("cache") && opts["cache"].is_object()) {
+        BLK_TRY_ASSIGN(auto nf, opt_bool(opts["cache"], "no-flush"));
+        no_flush_ = nf.value_or(false);
+    }
 
     meta_.add(0, cs);
     const uint64_t l1_bytes = (uint64_t{h_.l1_size} * 8 + cs - 1) / cs * cs;
