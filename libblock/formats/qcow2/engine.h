@@ -1,6 +1,24 @@
 // qcow2 engine: the node class shared by the engine's source files (open and info in
 // qcow2.cpp, reads in read.cpp, writes in write.cpp, zeroes and discard in zero.cpp,
 // metadata write-back, header updates and resize in meta.cpp).
+//
+// How writes work:
+// - One mutex guards all metadata (L1, the L2 cache, refcounts, header, in-flight list).
+//   A request is planned under it (L2 lookups, one contiguous allocation for the clusters
+//   that need new space), its data is written without it (COW reads, decompression and
+//   pwrites run in parallel across threads), and its L2 entries are updated under it again.
+// - Requests touching the same guest cluster are serialized through the in-flight list, so
+//   copy-on-write and allocation never race; other requests proceed in parallel.
+// - Metadata changes stay in the caches (L2 tables, refcount blocks: bounded, dirty-tracked)
+//   and reach the disk at flush, or when dirty tables outgrow a cache, in an order that
+//   keeps the image consistent at every step (see writeback_locked()): refcount increments,
+//   L2 tables, the L1 table and header, then refcount decrements; freed clusters are reused
+//   only after that. A crash leaks clusters at worst.
+// - Lazy refcounts: the dirty bit is set before the first metadata change and cleared by a
+//   clean flush; refcount write-back then waits for the flush.
+// - Flush writes everything back and flushes the host files (unless cache.no-flush). The
+//   destructor does the same, best effort and silently; call flush() to see errors. After
+//   corrupt metadata or an I/O error in metadata, nothing more is written (broken_).
 #pragma once
 
 #include <condition_variable>
