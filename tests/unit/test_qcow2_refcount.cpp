@@ -27,6 +27,7 @@ public:
     }
     std::vector<std::byte>& data() { return data_; }
     unsigned truncates = 0;
+    bool fixed = false;  // behaves like a block device
 
 protected:
     Status do_read(uint64_t off, std::span<std::byte> buf) override {
@@ -38,6 +39,7 @@ protected:
         return {};
     }
     Status do_truncate(uint64_t size, Prealloc) override {
+        if (fixed) return make_error(ENOTSUP, "mem: cannot resize a device");
         data_.resize(size);
         size_ = size;
         ++truncates;
@@ -318,4 +320,16 @@ TEST_CASE("the refcount table grows, and the new table and blocks count themselv
         }
         CHECK(fresh->table_clusters() > 1);
     }
+}
+
+TEST_CASE("a file that cannot grow gets no refcounts for space it lacks") {
+    Image img(16, 4);
+    img.file.fixed = true;
+    auto r = img.open();
+    auto run = r->allocate(2, true);
+    REQUIRE_FALSE(run);
+    CHECK(run.error().code == ENOTSUP);
+    CHECK(*r->get(3) == 0);
+    CHECK(*r->get(4) == 0);
+    CHECK_FALSE(r->blocks_dirty());
 }

@@ -111,6 +111,7 @@ Status Refcounts::ensure_block(uint64_t index) {
     if (meta_.overlaps(off, cs_)) {
         return corrupt("a new refcount block at " + hex(off) + " would overwrite metadata (the refcounts are corrupt)");
     }
+    BLK_TRY(grow_file(c + 1));
     table_[index] = off;
     table_dirty_ = true;
     cache_.insert(off, std::vector<std::byte>(cs_), true);
@@ -153,6 +154,7 @@ Status Refcounts::grow_table(uint64_t need_index) {
     if (meta_.overlaps(e0 * cs_, (b + t) * cs_)) {
         return corrupt("the new refcount table at " + hex(e0 * cs_) + " would overwrite metadata");
     }
+    BLK_TRY(grow_file(e0 + b + t));
     std::sort(missing.begin(), missing.end());
     std::vector<uint64_t> table(entries);
     std::copy(table_.begin(), table_.end(), table.begin());
@@ -243,9 +245,10 @@ Result<AllocRun> Refcounts::allocate(uint64_t n, bool exact) {
             continue;
         }
         const uint64_t old_hwm = hwm_;
+        // The file first: if it cannot grow (a device), no refcount counts space it lacks.
+        BLK_TRY(grow_file(std::max(hwm_, c + len)));
         BLK_TRY(allocate_range(c, len));
         free_hint_ = first_free == c ? c + len : first_free;
-        BLK_TRY(grow_file());
         return AllocRun{c * cs_, len, std::max(c, old_hwm) * cs_};
     }
 }
@@ -262,8 +265,8 @@ Result<uint64_t> Refcounts::allocate_bytes(uint64_t bytes) {
                 const uint64_t k = div_up(bytes - room, cs_);
                 BLK_TRY_ASSIGN(bool free, run_free(tc + 1, k));
                 if (free) {
+                    BLK_TRY(grow_file(std::max(hwm_, tc + 1 + k)));
                     BLK_TRY(allocate_range(tc + 1, k));
-                    BLK_TRY(grow_file());
                 } else {
                     goto fresh;
                 }
@@ -314,8 +317,8 @@ void Refcounts::table_move_committed() {
     old_table_offset_ = old_table_clusters_ = 0;
 }
 
-Status Refcounts::grow_file() {
-    const uint64_t need = hwm_ * cs_;
+Status Refcounts::grow_file(uint64_t end_cluster) {
+    const uint64_t need = std::max(hwm_, end_cluster) * cs_;
     if (file_->size() >= need) return {};
     return file_->truncate(need).context(name_ + ": growing the image file");
 }

@@ -74,8 +74,8 @@ public:
 
     // Clusters from here on have never been allocated or written.
     uint64_t end_cluster() const { return hwm_; }
-    // Makes sure the file covers every allocated cluster.
-    Status grow_file();
+    // Makes sure the file covers every allocated cluster and clusters up to `end_cluster`.
+    Status grow_file(uint64_t end_cluster = 0);
 
 private:
     Result<MetaCache::Entry*> block(uint64_t index);
