@@ -248,4 +248,72 @@ std::string unknown_incompatible_names(const Header& h) {
     return out;
 }
 
+// ---------------------------------------------------------------------------------------
+// Write path: refcount entries and L2 entry encoding.
+// ---------------------------------------------------------------------------------------
+
+uint64_t get_refcount(std::span<const std::byte> block, uint64_t index, uint32_t order) {
+    const uint32_t bits = 1u << order;
+    switch (bits) {
+        case 1: case 2: case 4: {
+            const uint64_t bit = index * bits;
+            return (std::to_integer<uint64_t>(block[bit / 8]) >> (bit % 8)) & ((1u << bits) - 1);
+        }
+        case 8: return std::to_integer<uint64_t>(block[index]);
+        case 16: return load_be16(block.data() + index * 2);
+        case 32: return load_be32(block.data() + index * 4);
+        default: return load_be64(block.data() + index * 8);
+    }
+}
+
+void set_refcount(std::span<std::byte> block, uint64_t index, uint32_t order, uint64_t value) {
+    const uint32_t bits = 1u << order;
+    switch (bits) {
+        case 1: case 2: case 4: {
+            const uint64_t bit = index * bits;
+            const unsigned mask = ((1u << bits) - 1) << (bit % 8);
+            const unsigned old = std::to_integer<unsigned>(block[bit / 8]);
+            block[bit / 8] = std::byte((old & ~mask) | ((static_cast<unsigned>(value) << (bit % 8)) & mask));
+            break;
+        }
+        case 8: block[index] = std::byte(value); break;
+        case 16: store_be16(block.data() + index * 2, static_cast<uint16_t>(value)); break;
+        case 32: store_be32(block.data() + index * 4, static_cast<uint32_t>(value)); break;
+        default: store_be64(block.data() + index * 8, value); break;
+    }
+}
+
+L2Entry load_l2_entry(const Header& h, std::span<const std::byte> table, uint64_t index) {
+    const std::byte* p = table.data() + index * h.l2_entry_size();
+    L2Entry e;
+    e.entry = load_be64(p);
+    if (h.extended_l2()) e.bitmap = load_be64(p + 8);
+    return e;
+}
+
+void store_l2_entry(const Header& h, std::span<std::byte> table, uint64_t index, const L2Entry& e) {
+    std::byte* p = table.data() + index * h.l2_entry_size();
+    store_be64(p, e.entry);
+    if (h.extended_l2()) store_be64(p + 8, e.bitmap);
+}
+
+Result<uint64_t> compressed_entry(const Header& h, uint64_t host, uint64_t bytes) {
+    const unsigned x = 62 - (h.cluster_bits - 8);
+    const uint64_t max_sectors = (1ull << (h.cluster_bits - 8)) - 1;
+    if (bytes == 0) return bad("empty compressed cluster");
+    if (host >= (1ull << x) || host >= kMaxHostOffset) {
+        return make_error(EFBIG, "compressed cluster at host offset " + hex(host) + " lies beyond what its descriptor can address");
+    }
+    const uint64_t extra = compressed_extra_sectors(host, bytes);
+    if (extra > max_sectors) return bad("compressed cluster of " + std::to_string(bytes) + " bytes is too large");
+    return kEntryCompressed | (extra << x) | host;
+}
+
+ClusterSpan compressed_clusters(const Header& h, uint64_t entry) {
+    const CompressedRef ref = compressed_ref(h, entry);
+    const uint64_t start = ref.offset & ~511ull;
+    const uint64_t end = ref.offset + ref.size;  // ref.size runs to the end of the last sector
+    return ClusterSpan{start >> h.cluster_bits, (end - 1) >> h.cluster_bits};
+}
+
 }  // namespace blk::qcow2
