@@ -9,6 +9,7 @@
 #include "blk/driver.h"
 #include "blk/endian.h"
 #include "compress.h"
+#include "create.h"
 #include "format.h"
 
 namespace blk {
@@ -532,6 +533,8 @@ DriverSpec qcow2_driver() {
         return head.size() >= 4 && load_be32(head.data()) == kMagic ? 100 : 0;
     };
     d.open = open_qcow2;
+    d.create_options = create_schema();
+    d.create = create;
     return d;
 }
 
