@@ -27,8 +27,7 @@ int cmd_create(int argc, char** argv) {
     app.add_option("-f,--format", format, "image format of the new image (default: raw)");
     app.add_option("-o,--options", option_args,
                    "format options, KEY=VALUE[,...]; repeatable; '-o help' lists the format's options")
-        ->take_last()
-        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+        ->allow_extra_args(false);
     app.add_option_function<std::string>("-b,--backing", [&](const std::string& v) { backing_file = v; },
                                          "make the new image a copy-on-write overlay of BACKING_FILE "
                                          "(relative names are relative to the new image's directory)");
@@ -36,10 +35,17 @@ int cmd_create(int argc, char** argv) {
                                          "format of the backing file (required with -b; -B is qemu 10's spelling)");
     app.add_flag("-u,--backing-unsafe", unsafe, "do not open the backing file (its format and SIZE must be given)");
     app.add_flag("-q,--quiet", quiet, "do not print the 'Formatting ...' line");
-    app.add_option("--object", objects, "define an object (secret, throttle-group), e.g. secret,id=sec0,data=pw");
+    app.add_option("--object", objects, "define an object (secret, throttle-group), e.g. secret,id=sec0,data=pw")
+        ->allow_extra_args(false);
     app.add_option("filename", filename, "the image file to create (an existing file is overwritten)");
     app.add_option("size", size_text, "virtual size in bytes, with an optional suffix k, M, G, T, P or E (powers of 1024)");
+    app.allow_extras();
     if (int rc = parse_cli(app, argc, argv); rc >= 0) return rc;
+    if (!app.remaining().empty()) {
+        const std::string extra = app.remaining().front();
+        print_error(extra.size() > 1 && extra[0] == '-' ? "unrecognized option '" + extra + "'" : "Unexpected argument: " + extra);
+        return 1;
+    }
 
     std::string options;
     for (const std::string& o : option_args) {
@@ -59,7 +65,7 @@ int cmd_create(int argc, char** argv) {
         return print_create_options_help(format, filename.empty() ? nullptr : &filename);
     }
     if (filename.empty()) {
-        print_error("Expecting image file name (try 'blkimg create --help')");
+        print_error("Expecting image file name (try 'blkimg create --help' for more information)");
         return 1;
     }
 

@@ -74,7 +74,7 @@ Result<Json> type_value(const OptSpec& spec, const std::string& key, const Json&
                 return make_error(ERANGE, "Value '" + v + "' is out of range for parameter '" + key + "'");
             }
             if (!n) return make_error(EINVAL, "Parameter '" + key + "' expects a non-negative number below 2^64");
-            shown = std::to_string(*n);
+            shown = std::to_string(static_cast<int64_t>(*n));  // qemu prints sizes signed
             return Json(*n);
         }
         case OptType::Int: {
@@ -128,10 +128,10 @@ Status check_backing(const CreateRequest& req, const std::string& path, const st
     ImageSpec spec{full, backing_fmt.value_or(""), false};
     auto g = open_image(spec, flags, req.objects, reg);
     if (!g) {
-        // Avoid "Could not open 'x': Could not open 'x': ..." when the file layer said it.
-        const std::string label = "Could not open '" + full + "'";
-        if (g.error().message.rfind(label, 0) == 0) return std::move(g).error();
-        return std::move(g).error().with_context(label);
+        // qemu's error and its hint line.
+        Error e = std::move(g).error();
+        e.message += "\nCould not open backing image.";
+        return e;
     }
     if (!backing_fmt) {
         // qemu's hint line, which tells the user what to pass as -F.
@@ -208,7 +208,7 @@ Status create_image(const CreateRequest& req, const Registry& reg) {
     }
     if (!size) return make_error(EINVAL, "Image creation needs a size parameter");
     typed["size"] = *size;
-    shown["size"] = std::to_string(*size);
+    shown["size"] = std::to_string(static_cast<int64_t>(*size));
 
     if (req.on_ready) {
         CreateSummary summary;
