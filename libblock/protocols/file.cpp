@@ -24,6 +24,7 @@ namespace {
 // as open-file-description read locks. Honouring them keeps us from reading an image a VM
 // is writing, and keeps a VM from writing an image we are working on.
 constexpr uint64_t kSectorSize = 512;
+constexpr uint64_t kFirstBlockBytes = 4096;  // qemu's MAX_BLOCKSIZE
 // Marks a file a copy is still overwriting in place (convert -n); see Node::set_incomplete.
 constexpr const char* kIncompleteXattr = "user.blkimg.incomplete";
 constexpr off_t kLockPermBase = 100;
@@ -109,6 +110,13 @@ Status resize_file(int fd, const std::string& path, uint64_t old_size, uint64_t 
         return make_error(ENOTSUP, "Unsupported preallocation mode 'metadata'");
     }
     if (::ftruncate(fd, static_cast<off_t>(size)) != 0) return errno_error(errno, "Could not resize file '" + path + "'");
+    if (size > 0 && old_size == 0 && prealloc == Prealloc::Off) {
+        // As qemu does: allocate the first block of a new file (it helps alignment probing),
+        // so an image has the same allocated size whichever tool made it. Failures don't matter.
+        static const std::byte kZeroBlock[kFirstBlockBytes] = {};
+        const uint64_t n = std::min<uint64_t>(size, size < kFirstBlockBytes ? kSectorSize : kFirstBlockBytes);
+        (void)!::pwrite(fd, kZeroBlock, n, 0);
+    }
     if (size <= old_size || prealloc == Prealloc::Off) return {};
     if (prealloc == Prealloc::Falloc) {
         int r = ::posix_fallocate(fd, static_cast<off_t>(old_size), static_cast<off_t>(size - old_size));
