@@ -176,3 +176,29 @@ struct ClusterSpan {
 ClusterSpan compressed_clusters(const Header& h, uint64_t entry);
 
 }  // namespace blk::qcow2
+
+// ---- Header serialization (image creation): the inverse of parse_header ----
+namespace blk::qcow2 {
+
+constexpr uint32_t kV3HeaderLength = 112;  // the v3 fields, the compression type byte, padding to 8
+constexpr uint64_t kFeatureNameBytes = 46;  // a feature table entry is type, bit and a 46-byte name
+// qemu leaves the feature table out of images with clusters of 4 KiB or less, so that a
+// backing file name still fits into a 512-byte header cluster.
+constexpr uint64_t kMinClusterForFeatureTable = 8192;
+
+// The feature name table qemu writes into version 3 images (every feature it knows).
+std::vector<FeatureName> qemu_feature_table();
+
+// Bytes the serialized header occupies: fields, extensions, end marker, backing file name.
+uint64_t serialized_header_bytes(const Header& h);
+
+// Writes `h` into `cluster` (the image's first cluster; zero-filled first): the fields of
+// its version (header_length for v3, with the compression type byte when header_length
+// exceeds 104), then the extensions in qemu's order (backing format, external data file,
+// feature table from h.features, end marker) and the backing file name right after the
+// end marker; backing_file_offset/backing_file_size are computed here, not taken from `h`.
+// Errors: EINVAL for a backing file name longer than 1023 bytes or a field parse_header
+// would refuse; ENOSPC if it does not fit into `cluster`.
+Status serialize_header(const Header& h, std::span<std::byte> cluster);
+
+}  // namespace blk::qcow2

@@ -6,7 +6,9 @@
 #include "blk/driver.h"
 #include "blk/endian.h"
 #include "compress.h"
+#include "create.h"
 #include "engine.h"
+#include "format.h"
 
 namespace blk {
 
@@ -318,6 +320,8 @@ DriverSpec qcow2_driver() {
         return head.size() >= 4 && load_be32(head.data()) == qcow2::kMagic ? 100 : 0;
     };
     d.open = qcow2::open_qcow2;
+    d.create_options = qcow2::create_schema();
+    d.create = qcow2::create;
     return d;
 }
 
