@@ -10,6 +10,7 @@
 #include "blk/copy.h"
 #include "common.h"
 #include "convert_target.h"
+#include "create_opts.h"
 #include "progress.h"
 
 namespace blkimg {
@@ -100,86 +101,33 @@ bool parse_parallel(const std::string& text, unsigned& out) {
     return true;
 }
 
-const char* type_tag(blk::OptType t) {
-    switch (t) {
-        case blk::OptType::Size: return "size";
-        case blk::OptType::Bool: return "bool (on/off)";
-        case blk::OptType::Int: return "num";
-        default: return "str";
-    }
-}
-
-// TEMPORARY: qemu's -o help listing, until create's shared printer is merged. With a target
-// filename the host file's options are listed too, as qemu-img does.
-int print_create_help(const std::string& fmt_name, bool with_filename) {
-    const blk::Registry& reg = blk::Registry::builtin();
-    const blk::DriverSpec* fmt = reg.find(fmt_name);
-    if (!fmt || fmt->kind != blk::DriverKind::Format) {
-        print_error("Unknown file format '" + fmt_name + "'");
-        return 1;
-    }
-    if (!fmt->create) {
-        print_error("Format driver '" + fmt_name + "' does not support image creation");
-        return 1;
-    }
-    std::vector<const blk::OptSpec*> list;
-    for (const auto& o : fmt->create_options) list.push_back(&o);
-    if (with_filename) {
-        for (const auto& o : reg.find("file")->create_options) {
-            if (std::none_of(list.begin(), list.end(), [&](const blk::OptSpec* x) { return x->name == o.name; })) list.push_back(&o);
-        }
-    }
-    std::sort(list.begin(), list.end(), [](const blk::OptSpec* a, const blk::OptSpec* b) { return a->name < b->name; });
-    if (with_filename) std::printf("Supported options:\n");
-    else std::printf("Supported %s options:\n", fmt_name.c_str());
-    for (const blk::OptSpec* o : list) {
-        std::string name = o->name + "=<" + type_tag(o->type) + ">";
-        std::printf("  %-22s - %s\n", name.c_str(), o->help.c_str());
-    }
-    if (!with_filename) std::printf("\nThe protocol level may support further options.\nSpecify the target filename to include those options.\n");
-    return 0;
-}
-
-// The value checks create_image makes, done before anything is opened so a bad -o reads as
-// qemu-img's bare message. (Mirrors libblock's create checks; keep them in step.)
-blk::Status check_create_options(const blk::DriverSpec& fmt, const blk::Json& opts) {
-    const blk::DriverSpec* proto = blk::Registry::builtin().find("file");
-    for (auto it = opts.begin(); it != opts.end(); ++it) {
-        auto find = [&](const blk::Schema& s) -> const blk::OptSpec* {
-            auto f = std::find_if(s.begin(), s.end(), [&](const blk::OptSpec& o) { return o.name == it.key(); });
-            return f == s.end() ? nullptr : &*f;
-        };
-        const blk::OptSpec* spec = find(fmt.create_options);
-        if (!spec) spec = find(proto->create_options);
-        if (!spec) return blk::make_error(EINVAL, "Invalid parameter '" + it.key() + "'");
-        const std::string v = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
-        switch (spec->type) {
-            case blk::OptType::Bool:
-                if (v != "on" && v != "off") return blk::make_error(EINVAL, "Parameter '" + it.key() + "' expects 'on' or 'off'");
-                break;
-            case blk::OptType::Size:
-                if (!blk::parse_size(v)) {
-                    return blk::make_error(EINVAL, "Parameter '" + it.key() +
-                                                       "' expects a non-negative number below 2^64 (optional suffix k, M, G, T, P or E)");
-                }
-                break;
-            case blk::OptType::Int: {
-                char* end = nullptr;
-                errno = 0;
-                (void)std::strtoll(v.c_str(), &end, 0);
-                if (v.empty() || *end || errno) return blk::make_error(EINVAL, "Parameter '" + it.key() + "' expects a number");
-                break;
-            }
-            default:
-                break;
-        }
-    }
-    return {};
-}
-
 bool has_key(const blk::Schema& s, const std::string& key) {
     return std::any_of(s.begin(), s.end(), [&](const blk::OptSpec& o) { return o.name == key; });
 }
+
+// Runs create_image's option checks (keys, value types, size, protocol) without creating
+// anything, so a bad -o fails first and with the bare message, as qemu-img's option parsing
+// does: a copy of the registry whose `fmt` creates nothing. The backing options are checked
+// later, with convert's own rules and messages.
+blk::Status check_create_options(const std::string& fmt, const std::string& target, blk::Json opts, const blk::ObjectStore* objects) {
+    blk::Registry dry = blk::Registry::builtin();
+    const blk::DriverSpec* spec = dry.find(fmt);
+    if (!spec) return blk::make_error(EINVAL, "Unknown file format '" + fmt + "'");
+    for (const char* key : {"backing_file", "backing_fmt"}) {
+        if (has_key(spec->create_options, key)) opts.erase(key);
+    }
+    blk::DriverSpec nothing = *spec;
+    nothing.create = [](const blk::CreateRequest&, const blk::Registry&) { return blk::Status{}; };
+    dry.add(std::move(nothing));
+    blk::CreateRequest req;
+    req.format = fmt;
+    req.filename = target;
+    req.options = std::move(opts);
+    req.objects = objects;
+    req.open_backing = false;
+    return blk::create_image(req, dry);
+}
+
 
 std::string opt_text(const blk::Json& opts, const std::string& key) {
     auto it = opts.find(key);
@@ -239,6 +187,7 @@ private:
     ConvertPlan p_;
     Progress& progress_;
     Interrupts& intr_;
+    blk::ObjectStore objects_;
     std::vector<blk::Graph> sources_;
     uint64_t total_ = 0;
     const blk::DriverSpec* fmt_ = nullptr;
@@ -273,7 +222,6 @@ bool Converter::open_sources() {
 // qemu-img's checks on a new target, in its order, then the hidden temporary image.
 int Converter::prepare_new_target() {
     blk::Json& opts = p_.create_opts;
-    opts["size"] = std::to_string(total_);
     if (!a_.backing.empty()) {
         if (!has_key(fmt_->create_options, "backing_file")) return fail("Backing file not supported for file format '" + p_.out_fmt + "'");
         opts["backing_file"] = a_.backing;
@@ -309,11 +257,14 @@ int Converter::prepare_new_target() {
     new_target_ = std::move(*nt);
     intr_.guard_paths(new_target_.cleanup_paths());
 
-    blk::ObjectStore objects;
-    for (const std::string& o : a_.objects) {
-        if (auto st = objects.add(o); !st) return fail(st.error().message);
-    }
-    blk::CreateRequest req{p_.out_fmt, new_target_.write_path(), opts, &objects};
+    blk::CreateRequest req;
+    req.format = p_.out_fmt;
+    req.filename = new_target_.write_path();
+    req.options = opts;
+    req.objects = &objects_;
+    // qemu-img convert creates without opening the backing file; opening the new image
+    // opens it, and a bad one fails there ("Could not open 'x': ...").
+    req.open_backing = false;
     if (auto st = blk::create_image(req); !st) return fail(converting + new_target_.describe(st.error().message));
     return 0;
 }
@@ -328,14 +279,12 @@ int Converter::open_target() {
     }
     const std::string label = "Could not open '" + p_.target + "'";
     auto opened = [&]() -> blk::Result<blk::Graph> {
-        blk::ObjectStore objects;
-        for (const std::string& o : a_.objects) BLK_TRY(objects.add(o));
         BLK_TRY_ASSIGN(blk::Json opts, blk::image_spec_options(spec));
         apply_cache_mode(opts, !p_.flush);
         blk::OpenFlags flags;
         flags.read_only = false;
         flags.allow_probe = a_.tgt_image_opts;
-        blk::OpenContext ctx(blk::Registry::builtin(), flags, &objects);
+        blk::OpenContext ctx(blk::Registry::builtin(), flags, &objects_);
         BLK_TRY_ASSIGN(std::shared_ptr<blk::Node> root, ctx.open(opts));
         return blk::Graph{std::move(root)};
     }();
@@ -423,6 +372,9 @@ int Converter::copy() {
 }
 
 int Converter::run() {
+    for (const std::string& o : a_.objects) {
+        if (auto st = objects_.add(o); !st) return fail(st.error().message);
+    }
     if (!open_sources()) return 1;
     if (intr_.raised()) return stop_interrupted();
     if (!a_.no_create) {
@@ -430,7 +382,11 @@ int Converter::run() {
         if (!fmt || fmt->kind != blk::DriverKind::Format) return fail("Unknown file format '" + p_.out_fmt + "'");
         if (!fmt->create) return fail("Format driver '" + p_.out_fmt + "' does not support image creation");
         fmt_ = fmt;
-        if (auto st = check_create_options(*fmt, p_.create_opts); !st) return fail(st.error().message);
+        blk::Json checked = p_.create_opts;
+        if (!checked.contains("size")) checked["size"] = std::to_string(total_);
+        if (auto st = check_create_options(p_.out_fmt, p_.target, checked, &objects_); !st) return fail(st.error().message);
+        // The target's size is the sources' (whatever -o size said, as in qemu-img).
+        p_.create_opts["size"] = std::to_string(total_);
         if (int rc = prepare_new_target()) return rc;
     } else {
         out_backing_ = a_.backing;
@@ -521,14 +477,16 @@ int check_flags(const ConvertArgs& a, ConvertPlan& p) {
 
     if (!a.options.empty()) {
         std::string joined;
-        for (const std::string& o : a.options) joined += (joined.empty() ? "" : ",") + o;
+        for (const std::string& o : a.options) {
+            if (auto st = accumulate_options(joined, o); !st) return print_error(st.error().message), 1;
+        }
+        if (has_help_option(joined)) {
+            if (p.out_fmt.empty()) return print_error("Option help requires a format be specified"), 1;
+            return print_create_options_help(p.out_fmt, a.files.size() >= 2 ? &a.files.back() : nullptr);
+        }
         auto parsed = blk::parse_create_options(joined);
         if (!parsed) return print_error(parsed.error().message), 1;
         p.create_opts = std::move(*parsed);
-        if (p.create_opts.contains("help")) {
-            if (p.out_fmt.empty()) return print_error("Option help requires a format be specified"), 1;
-            return print_create_help(p.out_fmt, a.files.size() >= 2);
-        }
     }
     if (a.files.size() < 2) return print_error("Must specify image file name"), 1;
     p.sources.assign(a.files.begin(), a.files.end() - 1);
