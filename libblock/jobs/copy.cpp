@@ -222,8 +222,10 @@ Status Engine::setup() {
     if (o_.target->size() < total) return make_error(EINVAL, "output file is smaller than input file");
 
     nslots_ = std::clamp(o_.requests, 1u, kCopyMaxRequests);
-    unsigned hw = std::thread::hardware_concurrency();
-    nthreads_ = o_.threads ? o_.threads : std::max(hw, 1u);
+    nthreads_ = o_.threads ? o_.threads : std::max(std::thread::hardware_concurrency(), 1u);
+    // Compression is CPU-bound: every worker gets a slot (smaller buffers keep the memory
+    // bound). Otherwise a worker beyond the slots would have nothing to do.
+    if (o_.compress) nslots_ = std::max(nslots_, std::min(nthreads_, kCopyMaxRequests));
     nthreads_ = std::min(nthreads_, nslots_);
 
     uint64_t rs = o_.request_size;

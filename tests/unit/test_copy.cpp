@@ -776,3 +776,46 @@ TEST_CASE("raw files: a sparse copy, and -C offloads to copy_file_range") {
         }
     }
 }
+
+TEST_CASE("nothing to copy: the target is flushed and progress ends at 0 of 0") {
+    auto src = std::make_shared<ExtentNode>(0);
+    RecordNode dst(4096);
+    auto o = options({src.get()}, &dst);
+    std::vector<std::pair<uint64_t, uint64_t>> calls;
+    o.progress = [&](uint64_t d, uint64_t t) { calls.emplace_back(d, t); };
+    CopyStats st = copy_ok(o);
+    CHECK(st.total == 0);
+    CHECK_LOG(dst, F());
+    REQUIRE_FALSE(calls.empty());
+    CHECK(calls.back() == std::pair<uint64_t, uint64_t>{0, 0});
+}
+
+TEST_CASE("a target smaller than the sources is refused before anything is written") {
+    auto src = std::make_shared<ExtentNode>(64 * KiB, ExtentNode::Data);
+    RecordNode dst(32 * KiB);
+    auto r = copy_image(options({src.get()}, &dst));
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message == "output file is smaller than input file");
+    CHECK(dst.log().empty());
+}
+
+TEST_CASE("with -c every thread compresses, even beyond the requests, within the memory bound") {
+    const uint64_t cs = 64 * KiB;
+    auto src = std::make_shared<ExtentNode>(4 * MiB);
+    src->set(0, 4 * MiB, ExtentNode::Data);
+    RecordNode dst(4 * MiB, cs, true);
+    dst.compress_delay_us = 2000;
+    auto o = options({src.get()}, &dst);
+    o.compress = true;
+    o.target_is_zero = true;
+    o.threads = 6;
+    o.requests = 2;
+    o.request_size = 256 * KiB;  // 16 requests of 4 clusters
+    CopyStats st = copy_ok(o);
+    CHECK(dst.compress_calls == 4 * MiB / cs);
+    CHECK(dst.max_in_compress > 2);  // more workers compressing than requests
+    CHECK(st.buffer_bytes <= kCopyMaxBufferBytes / 2);
+    auto log = dst.log();
+    for (size_t i = 0; i + 1 < log.size(); ++i) CHECK(log[i] == C(i * cs, cs));
+    CHECK(dst.data() == src->data());
+}

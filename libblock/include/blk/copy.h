@@ -43,10 +43,13 @@ struct CopyOptions {
     // -c, for the compressed copies), never more than kCopyMaxBufferBytes in all; larger
     // products shrink the buffers. Values above kCopyMaxRequests are clamped.
     unsigned requests = 8;
-    // Worker threads; 0: one per core (std::thread::hardware_concurrency). Never more than
-    // `requests` (a worker without a buffer has nothing to do). Workers read, detect
-    // zeroes and compress in parallel; with in_order one of them at a time writes, in
-    // guest order, while the others go on reading ahead into free buffers.
+    // Worker threads; 0: one per core (std::thread::hardware_concurrency). Workers read,
+    // detect zeroes and compress in parallel; with in_order one of them at a time writes,
+    // in guest order, while the others go on reading ahead into free buffers. Without -c
+    // never more than `requests` (a worker without a buffer has nothing to do; copies
+    // from the page cache are bound by memory bandwidth, not by cores). With -c every
+    // thread gets a buffer even beyond `requests` (compression wants every core busy),
+    // and the buffers shrink to keep the memory bound.
     unsigned threads = 0;
     // Bytes per read (qemu's 2 MiB buffer). Requests are cut at multiples of it in the
     // target's address space, so they stay aligned to the target's clusters whatever the
