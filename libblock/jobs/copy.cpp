@@ -243,6 +243,13 @@ Status Engine::setup() {
         auto cs = o_.target->cluster_size();
         if (!cs || *cs == 0 || *cs > kMaxRequestBytes) return make_error(EINVAL, "invalid cluster size");
         cluster_ = *cs;
+        // Huge clusters: fewer slots rather than more memory (a slot holds one cluster and
+        // its compressed copy at least).
+        const uint64_t fit = std::max<uint64_t>(1, kCopyMaxBufferBytes / (per_slot * cluster_));
+        if (nslots_ > fit) {
+            nslots_ = static_cast<unsigned>(fit);
+            nthreads_ = std::min(nthreads_, nslots_);
+        }
         rs = std::max(cluster_, rs / cluster_ * cluster_);
     }
     req_size_ = rs;

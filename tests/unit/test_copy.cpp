@@ -445,6 +445,18 @@ TEST_CASE("-B: only the top layer is copied; zeroes are written below the backin
     CHECK(dst4.data() == content(*c.top));
 }
 
+TEST_CASE("-B excludes a target known to be zero") {
+    Chain c = chain_source();
+    RecordNode dst(4 * MiB);
+    auto o = options({c.top.get()}, &dst);
+    o.target_has_backing = true;
+    o.target_is_zero = true;
+    auto r = copy_image(o);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message == "Cannot use --target-is-zero when the destination image has a backing file");
+    CHECK(dst.log().empty());
+}
+
 TEST_CASE("-B with compression: a cluster the top layer only partly allocates is read whole") {
     Chain c = chain_source();
     c.top->set(2 * MiB, 4 * KiB, ExtentNode::Data, 5);
@@ -816,6 +828,23 @@ TEST_CASE("with -c every thread compresses, even beyond the requests, within the
     CHECK(dst.max_in_compress > 2);  // more workers compressing than requests
     CHECK(st.buffer_bytes <= kCopyMaxBufferBytes / 2);
     auto log = dst.log();
+    REQUIRE(log.size() == 4 * MiB / cs + 1);
     for (size_t i = 0; i + 1 < log.size(); ++i) CHECK(log[i] == C(i * cs, cs));
+    CHECK(dst.data() == src->data());
+}
+
+TEST_CASE("2 MiB clusters with -c and -m 16 stay within the memory bound") {
+    const uint64_t cs = 2 * MiB;
+    auto src = std::make_shared<ExtentNode>(40 * MiB);
+    src->set(0, 40 * MiB, ExtentNode::Data);
+    RecordNode dst(40 * MiB, cs, true);
+    auto o = options({src.get()}, &dst);
+    o.compress = true;
+    o.target_is_zero = true;
+    o.threads = 16;
+    o.requests = 16;
+    CopyStats st = copy_ok(o);
+    // Each slot holds a 2 MiB cluster and its compressed copy: at most 8 slots.
+    CHECK(st.buffer_bytes <= kCopyMaxBufferBytes / 2);
     CHECK(dst.data() == src->data());
 }
