@@ -694,26 +694,36 @@ TEST_CASE("the rate limit slows the writes down") {
     CHECK(dst.data() == src->data());
 }
 
-TEST_CASE("random data survives any request size, alignment and thread count") {
+TEST_CASE("random data survives any request size, alignment, source split and thread count") {
     std::minstd_rand rng(42);
-    for (int iter = 0; iter < 40; ++iter) {
-        const uint64_t size = (rng() % (3 * MiB / 512) + 1) * 512;
-        auto src = std::make_shared<ExtentNode>(size);
-        for (uint64_t off = 0; off < size;) {
-            uint64_t len = std::min<uint64_t>(size - off, (rng() % 256 + 1) * 512);
-            auto k = ExtentNode::Kind(rng() % 3);
-            src->set(off, len, k, rng());
-            if (k == ExtentNode::Data && rng() % 4 == 0) {
-                uint64_t z = std::min<uint64_t>(len, (rng() % 32 + 1) * 512);
-                std::memset(src->data().data() + off, 0, z);  // zeroes inside data
+    for (int iter = 0; iter < 60; ++iter) {
+        std::vector<std::shared_ptr<ExtentNode>> srcs;
+        std::vector<Node*> nodes;
+        std::vector<std::byte> want;
+        const int nsrc = rng() % 3 + 1;
+        for (int i = 0; i < nsrc; ++i) {
+            const uint64_t size = (rng() % (2 * MiB / 512) + 1) * 512;
+            auto src = std::make_shared<ExtentNode>(size);
+            for (uint64_t off = 0; off < size;) {
+                uint64_t len = std::min<uint64_t>(size - off, (rng() % 256 + 1) * 512);
+                auto k = ExtentNode::Kind(rng() % 3);
+                src->set(off, len, k, rng());
+                if (k == ExtentNode::Data && rng() % 4 == 0) {
+                    uint64_t z = std::min<uint64_t>(len, (rng() % 32 + 1) * 512);
+                    std::memset(src->data().data() + off, 0, z);  // zeroes inside data
+                }
+                off += len;
             }
-            off += len;
+            auto c = content(*src);
+            want.insert(want.end(), c.begin(), c.end());
+            nodes.push_back(src.get());
+            srcs.push_back(std::move(src));
         }
         const bool compress = rng() % 4 == 0;
-        RecordNode dst(size, compress ? 4096u << (rng() % 4) : 0, true);
+        RecordNode dst(want.size(), compress ? 4096u << (rng() % 4) : 0, true);
         const bool zero_target = rng() % 2;
         if (!zero_target) blktest::fill_pattern(dst.data(), rng());
-        auto o = options({src.get()}, &dst);
+        auto o = options(nodes, &dst);
         o.threads = rng() % 4 + 1;
         o.requests = rng() % 8 + 1;
         o.request_size = 4096u << (rng() % 8);
@@ -723,7 +733,7 @@ TEST_CASE("random data survives any request size, alignment and thread count") {
         o.target_is_zero = zero_target;
         CAPTURE(iter);
         copy_ok(o);
-        CHECK(dst.data() == content(*src));
+        CHECK(dst.data() == want);
     }
 }
 
