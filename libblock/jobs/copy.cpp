@@ -39,6 +39,8 @@ constexpr uint64_t kZeroRequestBytes = 1ull << 30;
 // qemu's largest buffer (MAX_BUF_SECTORS): the largest request and cluster the engine takes.
 constexpr uint64_t kMaxRequestBytes = 16u << 20;
 constexpr uint64_t kMinRequestBytes = 4096;
+// With -c, clusters are read and compressed in batches of at most this much.
+constexpr uint64_t kCompressBatchBytes = 512u << 10;
 // A rate-limited or cancelled worker sleeps at most this long between checks.
 constexpr auto kSleepSlice = std::chrono::milliseconds(50);
 
@@ -234,6 +236,9 @@ Status Engine::setup() {
     }
     // With -c each slot also holds its compressed copies.
     const uint64_t per_slot = o_.compress ? 2 : 1;
+    // Compression costs far more than a request's overhead: small batches keep the memory
+    // (input and compressed copies) down without slowing anything.
+    if (o_.compress) rs = std::min(rs, kCompressBatchBytes);
     if (rs * per_slot * nslots_ > kCopyMaxBufferBytes) rs = kCopyMaxBufferBytes / (per_slot * nslots_);
     if (max_transfer && rs > max_transfer) rs = max_transfer;
     rs = std::max<uint64_t>(rs / kSector * kSector, kSector);
