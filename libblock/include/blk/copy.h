@@ -18,9 +18,13 @@ struct CopyOptions {
     std::vector<Node*> sources;
     Node* target = nullptr;
 
-    // -S: a run of zeroes in data that was read, at least this long and aligned to it, is
-    // written as zeroes (or skipped) instead of as data. 0: never; the target ends up
-    // fully allocated (zero ranges are written as data too).
+    // -S: a run of zeroes in data that was read, at least this long, is written as zeroes
+    // (or skipped) instead of as data. Zeroes are found in aligned cells of the largest of
+    // 512, pow2floor(min_sparse), the target's request alignment and its cluster size, so
+    // a cluster of the target is never split (a run at the edge of the source's data joins
+    // the zeroes beside it whatever its length). 0 (or anything below 512): never; the
+    // target ends up fully allocated (zero ranges are written as data too, -c compresses
+    // them), whatever target_is_zero says.
     uint64_t min_sparse = 4096;
     // The target reads as zeroes already: zero ranges need no write at all. Set it for a
     // new target whose has_zero_init() is true (when min_sparse != 0 and there is no
