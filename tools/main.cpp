@@ -7,6 +7,7 @@
 #include "common.h"
 
 namespace blkimg {
+int cmd_create(int argc, char** argv);
 int cmd_info(int argc, char** argv);
 int cmd_map(int argc, char** argv);
 }  // namespace blkimg
@@ -20,6 +21,7 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
+    {"create", blkimg::cmd_create, "create a new disk image (raw, qcow2), optionally over a backing file"},
     {"info", blkimg::cmd_info, "show facts about an image (format, sizes, backing chain)"},
     {"map", blkimg::cmd_map, "show where each range of an image's data lives"},
 };

@@ -129,7 +129,11 @@ Result<std::shared_ptr<Node>> OpenContext::open_backing(Node& parent, const Json
         return make_error(ELOOP, "backing chain deeper than " + std::to_string(flags_.max_chain_depth) + " images");
     }
     chain_.push_back(own);
+    // A backing file is only ever read, whatever the overlay's mode (as qemu opens it).
+    const bool overlay_read_only = flags_.read_only;
+    flags_.read_only = true;
     auto child = open(bopts);
+    flags_.read_only = overlay_read_only;
     chain_.pop_back();
     if (!child) return std::move(child).error().with_context("Could not open backing file '" + label + "'");
     BLK_TRY(parent.attach_child("backing", *child, kRoleCow));

@@ -151,7 +151,10 @@ Result<Json> parse_create_options(std::string_view text) {
         std::string key = item.substr(0, eq);
         if (key.empty()) return make_error(EINVAL, "Invalid parameter ''");
         if (eq == std::string::npos) {
-            if (key == "help" || key == "?") out["help"] = "on";
+            // A bare key is a switch: "help" and "?" ask for help, "noX" turns X off (qemu's
+            // short form; "nocow" is thus "cow=off"), anything else turns it on.
+            if (key == "help" || key == "?") out["help"] = true;
+            else if (key.rfind("no", 0) == 0) out[key.substr(2)] = "off";
             else out[key] = "on";
             continue;
         }
@@ -196,25 +199,45 @@ Result<Json> parse_json_filename(std::string_view filename) {
 }
 
 Result<uint64_t> parse_size(std::string_view text) {
-    std::string s(text);
-    if (s.empty()) return make_error(EINVAL, "invalid size: empty");
-    if (s[0] == '-' || s[0] == '+' || std::isspace(static_cast<unsigned char>(s[0])))
-        return make_error(EINVAL, "invalid size '" + s + "'");
+    // qemu_strtosz's grammar: optional leading blanks and '+', decimal digits (or 0x hex
+    // without a fraction), an optional fraction (only with a suffix), one suffix letter.
+    const std::string s(text);
+    auto invalid = [&] { return make_error(EINVAL, "invalid size '" + s + "'"); };
+    auto too_large = [&] { return make_error(ERANGE, "size '" + s + "' is too large"); };
     size_t pos = 0;
+    while (pos < s.size() && std::isspace(static_cast<unsigned char>(s[pos]))) ++pos;
+    if (pos < s.size() && s[pos] == '+') ++pos;
+    const size_t digits = pos;
     while (pos < s.size() && std::isdigit(static_cast<unsigned char>(s[pos]))) ++pos;
-    if (pos == 0) return make_error(EINVAL, "invalid size '" + s + "'");
-    std::string int_part = s.substr(0, pos);
-    std::string frac_part;
-    if (pos < s.size() && s[pos] == '.') {
+    if (pos == digits) return invalid();
+    errno = 0;
+    unsigned long long whole = std::strtoull(s.c_str() + digits, nullptr, 10);
+    if (errno == ERANGE) return too_large();
+    uint64_t frac = 0;  // the fraction as 0.64 fixed point, as qemu computes it
+    bool hex = false;
+    if (whole == 0 && pos == digits + 1 && pos < s.size() && (s[pos] == 'x' || s[pos] == 'X')) {
+        const size_t h = ++pos;
+        while (pos < s.size() && std::isxdigit(static_cast<unsigned char>(s[pos]))) ++pos;
+        if (pos == h) return invalid();
+        errno = 0;
+        whole = std::strtoull(s.c_str() + h, nullptr, 16);
+        if (errno == ERANGE) return too_large();
+        hex = true;
+    } else if (pos < s.size() && s[pos] == '.') {
         size_t f = pos + 1;
         while (f < s.size() && std::isdigit(static_cast<unsigned char>(s[f]))) ++f;
-        frac_part = s.substr(pos + 1, f - pos - 1);
-        if (frac_part.empty()) return make_error(EINVAL, "invalid size '" + s + "'");
+        if (f < s.size() && (s[f] == 'e' || s[f] == 'E') && f + 1 < s.size() &&
+            (std::isdigit(static_cast<unsigned char>(s[f + 1])) || s[f + 1] == '-' || s[f + 1] == '+')) {
+            return invalid();  // an exponent makes the whole input invalid
+        }
+        const double fraction = std::strtod(s.substr(pos, f - pos).c_str(), nullptr);
+        const double scaled = fraction * 0x1p64;
+        // qemu converts with a plain cast; a fraction that rounds to 1.0 ends up as 0.
+        frac = scaled >= 0x1p64 ? 0 : static_cast<uint64_t>(scaled);
         pos = f;
     }
     uint64_t mult = 1;
     if (pos < s.size()) {
-        if (pos + 1 != s.size()) return make_error(EINVAL, "invalid size '" + s + "'");
         switch (s[pos]) {
             case 'b': case 'B': mult = 1; break;
             case 'k': case 'K': mult = 1ull << 10; break;
@@ -223,25 +246,22 @@ Result<uint64_t> parse_size(std::string_view text) {
             case 't': case 'T': mult = 1ull << 40; break;
             case 'p': case 'P': mult = 1ull << 50; break;
             case 'e': case 'E': mult = 1ull << 60; break;
-            default: return make_error(EINVAL, "invalid size '" + s + "': unknown suffix");
+            default: return invalid();
         }
+        if (pos + 1 != s.size()) return invalid();
+        // Accepted with a deprecation warning by qemu 7.2; rejected by later versions.
+        (void)hex;
     }
-    if (!frac_part.empty() && mult == 1) {
-        return make_error(EINVAL, "invalid size '" + s + "': a fraction needs a unit suffix");
+    if (mult == 1) {
+        if (frac != 0) return invalid();  // a fraction needs a unit suffix
+        return static_cast<uint64_t>(whole);
     }
-    errno = 0;
-    unsigned long long whole = std::strtoull(int_part.c_str(), nullptr, 10);
-    if (errno == ERANGE) return make_error(ERANGE, "size '" + s + "' is too large");
-    if (whole > std::numeric_limits<uint64_t>::max() / mult) return make_error(ERANGE, "size '" + s + "' is too large");
-    uint64_t v = whole * mult;
-    if (!frac_part.empty()) {
-        long double frac = std::strtold(("0." + frac_part).c_str(), nullptr);
-        long double extra = frac * static_cast<long double>(mult);
-        if (static_cast<long double>(std::numeric_limits<uint64_t>::max() - v) < extra)
-            return make_error(ERANGE, "size '" + s + "' is too large");
-        v += static_cast<uint64_t>(extra);
-    }
-    return v;
+    // Exact 64.64 fixed-point product, rounding half a unit up, as qemu does.
+    const unsigned __int128 low = static_cast<unsigned __int128>(frac) * mult;
+    unsigned __int128 total = static_cast<unsigned __int128>(whole) * mult + (low >> 64) +
+                              ((static_cast<uint64_t>(low) >> 63) & 1);
+    if (total > std::numeric_limits<uint64_t>::max()) return too_large();
+    return static_cast<uint64_t>(total);
 }
 
 Result<bool> parse_bool(std::string_view text) {

@@ -24,6 +24,7 @@ namespace {
 // as open-file-description read locks. Honouring them keeps us from reading an image a VM
 // is writing, and keeps a VM from writing an image we are working on.
 constexpr uint64_t kSectorSize = 512;
+constexpr uint64_t kFirstBlockBytes = 4096;  // qemu's MAX_BLOCKSIZE
 // Marks a file a copy is still overwriting in place (convert -n); see Node::set_incomplete.
 constexpr const char* kIncompleteXattr = "user.blkimg.incomplete";
 constexpr off_t kLockPermBase = 100;
@@ -109,6 +110,13 @@ Status resize_file(int fd, const std::string& path, uint64_t old_size, uint64_t 
         return make_error(ENOTSUP, "Unsupported preallocation mode 'metadata'");
     }
     if (::ftruncate(fd, static_cast<off_t>(size)) != 0) return errno_error(errno, "Could not resize file '" + path + "'");
+    if (size > 0 && old_size == 0 && prealloc == Prealloc::Off) {
+        // As qemu does: allocate the first block of a new file (it helps alignment probing),
+        // so an image has the same allocated size whichever tool made it. Failures don't matter.
+        static const std::byte kZeroBlock[kFirstBlockBytes] = {};
+        const uint64_t n = std::min<uint64_t>(size, size < kFirstBlockBytes ? kSectorSize : kFirstBlockBytes);
+        (void)!::pwrite(fd, kZeroBlock, n, 0);
+    }
     if (size <= old_size || prealloc == Prealloc::Off) return {};
     if (prealloc == Prealloc::Falloc) {
         int r = ::posix_fallocate(fd, static_cast<off_t>(old_size), static_cast<off_t>(size - old_size));
@@ -298,30 +306,68 @@ Result<std::shared_ptr<Node>> open_file(OpenContext& ctx, const Json& opts) {
     return std::shared_ptr<Node>(std::make_shared<FileNode>(opts, path, std::move(f), size, ro, S_ISREG(st.st_mode)));
 }
 
+// Sets the XFS-style extent size hint; filesystems without it ignore the request, as qemu's
+// default hint is ignored there too.
+void set_extent_size_hint(int fd, uint64_t hint) {
+    struct fsxattr attr {};
+    if (hint == 0 || ioctl(fd, FS_IOC_FSGETXATTR, &attr) != 0) return;
+    attr.fsx_xflags |= FS_XFLAG_EXTSIZE;
+    attr.fsx_extsize = static_cast<uint32_t>(hint);
+    (void)ioctl(fd, FS_IOC_FSSETXATTR, &attr);
+}
+
 // Creates (or empties) a host file of `size` bytes, rounded up to a sector as qemu does.
+// An existing file is emptied only after the lock check; a file this call emptied or made
+// is removed again if creating it fails, so no half-made image stays behind.
 Status create_file(const CreateRequest& req, const Registry&) {
     std::string path = req.filename;
     if (path.rfind("file:", 0) == 0) path = path.substr(5);
     BLK_TRY_ASSIGN(auto size, opt_size(req.options, "size"));
     BLK_TRY_ASSIGN(auto prealloc_text, opt_string(req.options, "preallocation"));
     BLK_TRY_ASSIGN(auto nocow, opt_bool(req.options, "nocow"));
+    BLK_TRY_ASSIGN(auto hint, opt_size(req.options, "extent_size_hint"));
     Prealloc prealloc = Prealloc::Off;
     if (prealloc_text) {
         auto p = parse_prealloc(*prealloc_text);
-        if (!p || *p == Prealloc::Metadata) return make_error(EINVAL, "Invalid preallocation mode: '" + *prealloc_text + "'");
+        if (!p) return make_error(EINVAL, "invalid parameter value: " + *prealloc_text);
+        if (*p == Prealloc::Metadata) return make_error(ENOTSUP, "Unsupported preallocation mode: metadata");
         prealloc = *p;
     }
+    if (hint.value_or(0) > UINT32_MAX) return make_error(EINVAL, "Extent size hint is too large");
     uint64_t bytes = size.value_or(0);
-    if (bytes > (UINT64_MAX >> 1)) return make_error(EFBIG, "Image size too large");
-    bytes = (bytes + kSectorSize - 1) / kSectorSize * kSectorSize;
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    // Beyond INT64_MAX ftruncate fails with EINVAL, which is what qemu reports too.
+    if (bytes <= UINT64_MAX - kSectorSize) bytes = (bytes + kSectorSize - 1) / kSectorSize * kSectorSize;
+    bool made = true;
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == EEXIST) {
+        made = false;
+        fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    }
     if (fd < 0) return errno_error(errno, "Could not create '" + path + "'");
     Fd f(fd);
     struct stat st;
     if (fstat(f.get(), &st) != 0) return errno_error(errno, "Could not stat '" + path + "'");
-    if (S_ISREG(st.st_mode)) {
-        // Nobody may be using a file we are about to empty.
-        BLK_TRY(take_qemu_locks(f.get(), path, true).context("Could not create '" + path + "'"));
+    if (!S_ISREG(st.st_mode)) {
+        if (prealloc != Prealloc::Off) {
+            return make_error(ENOTSUP, std::string("Unsupported preallocation mode '") + prealloc_name(prealloc) + "'");
+        }
+        uint64_t dev_size = 0;
+        if (S_ISBLK(st.st_mode)) {
+            if (ioctl(f.get(), BLKGETSIZE64, &dev_size) != 0) return errno_error(errno, "Could not get size of '" + path + "'");
+        } else {
+            off_t end = ::lseek(f.get(), 0, SEEK_END);
+            dev_size = end < 0 ? 0 : static_cast<uint64_t>(end);
+        }
+        if (bytes > dev_size) return make_error(ENOSPC, "Cannot grow device files");
+        return f.close().context(path);
+    }
+    // Nobody may be using a file we are about to empty.
+    auto locked = take_qemu_locks(f.get(), path, true);
+    if (!locked) {
+        if (made) ::unlink(path.c_str());
+        return locked;
+    }
+    auto fill = [&]() -> Status {
         if (nocow.value_or(false)) {
             int attr = 0;
             if (ioctl(f.get(), FS_IOC_GETFLAGS, &attr) == 0) {
@@ -329,12 +375,17 @@ Status create_file(const CreateRequest& req, const Registry&) {
                 (void)ioctl(f.get(), FS_IOC_SETFLAGS, &attr);  // only btrfs knows it; elsewhere it is a no-op
             }
         }
-        if (::ftruncate(f.get(), 0) != 0) return errno_error(errno, "Could not empty '" + path + "'");
+        if (::ftruncate(f.get(), 0) != 0) return errno_error(errno, "Could not resize file");
+        set_extent_size_hint(f.get(), hint.value_or(0));
+        if (::ftruncate(f.get(), static_cast<off_t>(std::min<uint64_t>(bytes, INT64_MAX))) != 0 || bytes > INT64_MAX) {
+            return errno_error(bytes > INT64_MAX ? EINVAL : errno, "Could not resize file");
+        }
         BLK_TRY(resize_file(f.get(), path, 0, bytes, prealloc));
-    } else if (prealloc != Prealloc::Off) {
-        return make_error(ENOTSUP, "Preallocation is not supported on '" + path + "'");
-    }
-    return f.close().context(path);
+        return f.close().context(path);
+    };
+    auto st2 = fill();
+    if (!st2) ::unlink(path.c_str());
+    return st2;
 }
 
 }  // namespace
@@ -354,10 +405,11 @@ DriverSpec file_driver() {
         {"drop-cache", OptType::Bool, "accepted for compatibility"},
     };
     d.open = open_file;
+    // qemu's order and texts (file-posix); no defaults, so qemu's Formatting line shows none.
     d.create_options = {
         {"size", OptType::Size, "Virtual disk size"},
-        {"preallocation", OptType::Enum, "Preallocation mode (allowed values: off, falloc, full)", {"off", "falloc", "full"}, "off"},
-        {"nocow", OptType::Bool, "Turn off copy-on-write (valid only on btrfs)", {}, "off"},
+        {"nocow", OptType::Bool, "Turn off copy-on-write (valid only on btrfs)"},
+        {"preallocation", OptType::Enum, "Preallocation mode (allowed values: off, falloc, full)", {"off", "falloc", "full"}},
         {"extent_size_hint", OptType::Size, "Extent size hint for the image file, 0 to disable"},
     };
     d.create = create_file;

@@ -162,7 +162,14 @@ TEST_CASE("create options: flat keys, ,, escapes, last value wins, help") {
     CHECK(o->size() == 4);
     auto h = blk::parse_create_options("cluster_size=64k,?");
     REQUIRE(h);
-    CHECK((*h)["help"] == "on");
+    CHECK((*h)["help"] == true);
+    auto hv = blk::parse_create_options("help=1");
+    REQUIRE(hv);
+    CHECK((*hv)["help"] == "1");  // a value: an (invalid) option, not a request for help
+    auto no = blk::parse_create_options("nolazy_refcounts,nocow");
+    REQUIRE(no);
+    CHECK((*no)["lazy_refcounts"] == "off");
+    CHECK((*no)["cow"] == "off");  // qemu's short form strips "no", so nocow is cow=off
     auto b = blk::parse_create_options("lazy_refcounts,,,x=1");
     REQUIRE(b);
     CHECK((*b)["lazy_refcounts,"] == "on");

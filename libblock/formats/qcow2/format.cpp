@@ -1,6 +1,7 @@
 // qcow2 on-disk structures: header parsing with bounds checks, L2 entry decoding.
 #include "format.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "blk/endian.h"
@@ -246,6 +247,186 @@ std::string unknown_incompatible_names(const Header& h) {
         out += name;
     }
     return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Write path: refcount entries and L2 entry encoding.
+// ---------------------------------------------------------------------------------------
+
+uint64_t get_refcount(std::span<const std::byte> block, uint64_t index, uint32_t order) {
+    const uint32_t bits = 1u << order;
+    switch (bits) {
+        case 1: case 2: case 4: {
+            const uint64_t bit = index * bits;
+            return (std::to_integer<uint64_t>(block[bit / 8]) >> (bit % 8)) & ((1u << bits) - 1);
+        }
+        case 8: return std::to_integer<uint64_t>(block[index]);
+        case 16: return load_be16(block.data() + index * 2);
+        case 32: return load_be32(block.data() + index * 4);
+        default: return load_be64(block.data() + index * 8);
+    }
+}
+
+void set_refcount(std::span<std::byte> block, uint64_t index, uint32_t order, uint64_t value) {
+    const uint32_t bits = 1u << order;
+    switch (bits) {
+        case 1: case 2: case 4: {
+            const uint64_t bit = index * bits;
+            const unsigned mask = ((1u << bits) - 1) << (bit % 8);
+            const unsigned old = std::to_integer<unsigned>(block[bit / 8]);
+            block[bit / 8] = std::byte((old & ~mask) | ((static_cast<unsigned>(value) << (bit % 8)) & mask));
+            break;
+        }
+        case 8: block[index] = std::byte(value); break;
+        case 16: store_be16(block.data() + index * 2, static_cast<uint16_t>(value)); break;
+        case 32: store_be32(block.data() + index * 4, static_cast<uint32_t>(value)); break;
+        default: store_be64(block.data() + index * 8, value); break;
+    }
+}
+
+L2Entry load_l2_entry(const Header& h, std::span<const std::byte> table, uint64_t index) {
+    const std::byte* p = table.data() + index * h.l2_entry_size();
+    L2Entry e;
+    e.entry = load_be64(p);
+    if (h.extended_l2()) e.bitmap = load_be64(p + 8);
+    return e;
+}
+
+void store_l2_entry(const Header& h, std::span<std::byte> table, uint64_t index, const L2Entry& e) {
+    std::byte* p = table.data() + index * h.l2_entry_size();
+    store_be64(p, e.entry);
+    if (h.extended_l2()) store_be64(p + 8, e.bitmap);
+}
+
+Result<uint64_t> compressed_entry(const Header& h, uint64_t host, uint64_t bytes) {
+    const unsigned x = 62 - (h.cluster_bits - 8);
+    const uint64_t max_sectors = (1ull << (h.cluster_bits - 8)) - 1;
+    if (bytes == 0) return bad("empty compressed cluster");
+    if (host >= (1ull << x) || host >= kMaxHostOffset) {
+        return make_error(EFBIG, "compressed cluster at host offset " + hex(host) + " lies beyond what its descriptor can address");
+    }
+    const uint64_t extra = compressed_extra_sectors(host, bytes);
+    if (extra > max_sectors) return bad("compressed cluster of " + std::to_string(bytes) + " bytes is too large");
+    return kEntryCompressed | (extra << x) | host;
+}
+
+ClusterSpan compressed_clusters(const Header& h, uint64_t entry) {
+    const CompressedRef ref = compressed_ref(h, entry);
+    const uint64_t start = ref.offset & ~511ull;
+    const uint64_t end = ref.offset + ref.size;  // ref.size runs to the end of the last sector
+    return ClusterSpan{start >> h.cluster_bits, (end - 1) >> h.cluster_bits};
+}
+
+}  // namespace blk::qcow2
+
+// ---- Header serialization (image creation) ----
+namespace blk::qcow2 {
+
+namespace {
+
+constexpr uint64_t kExtHeaderBytes = 8;
+
+uint64_t ext_bytes(uint64_t len) { return kExtHeaderBytes + ((len + 7) & ~7ull); }
+
+uint64_t header_fields_bytes(const Header& h) { return h.version >= 3 ? h.header_length : kV2HeaderLength; }
+
+uint64_t extensions_bytes(const Header& h) {
+    uint64_t n = 0;
+    if (!h.backing_format.empty()) n += ext_bytes(h.backing_format.size());
+    if (!h.data_file.empty()) n += ext_bytes(h.data_file.size());
+    if (!h.features.empty()) n += ext_bytes(h.features.size() * kFeatureEntryBytes);
+    return n + kExtHeaderBytes;  // the end marker
+}
+
+void put_ext(std::span<std::byte> out, uint64_t& off, uint32_t type, std::span<const std::byte> data) {
+    store_be32(out.data() + off, type);
+    store_be32(out.data() + off + 4, static_cast<uint32_t>(data.size()));
+    std::copy(data.begin(), data.end(), out.begin() + static_cast<ptrdiff_t>(off + kExtHeaderBytes));
+    off += ext_bytes(data.size());
+}
+
+std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); }
+
+}  // namespace
+
+std::vector<FeatureName> qemu_feature_table() {
+    return {
+        {0, 0, "dirty bit"},
+        {0, 1, "corrupt bit"},
+        {0, 2, "external data file"},
+        {0, 3, "compression type"},
+        {0, 4, "extended L2 entries"},
+        {1, 0, "lazy refcounts"},
+        {2, 0, "bitmaps"},
+        {2, 1, "raw external data"},
+    };
+}
+
+uint64_t serialized_header_bytes(const Header& h) {
+    return header_fields_bytes(h) + extensions_bytes(h) + h.backing_file.size();
+}
+
+Status serialize_header(const Header& h, std::span<std::byte> cluster) {
+    if (h.version < 2 || h.version > 3) return bad("Unsupported qcow2 version " + std::to_string(h.version));
+    if (h.version >= 3 && (h.header_length < kV3MinHeaderLength || h.header_length % 8 != 0)) {
+        return bad("Invalid qcow2 header length " + std::to_string(h.header_length));
+    }
+    if (h.backing_file.size() > kMaxBackingNameLength) {
+        return bad("Backing file name too long (" + std::to_string(h.backing_file.size()) + " bytes, at most " +
+                   std::to_string(kMaxBackingNameLength) + ")");
+    }
+    if (h.backing_format.size() > kMaxBackingNameLength || h.data_file.size() > kMaxBackingNameLength) {
+        return bad("Backing format or data file name too long");
+    }
+    for (const FeatureName& f : h.features) {
+        if (f.name.size() > kFeatureNameBytes) return bad("Feature name too long: " + f.name);
+    }
+    if (serialized_header_bytes(h) > cluster.size()) {
+        return make_error(ENOSPC, "the qcow2 header (" + std::to_string(serialized_header_bytes(h)) +
+                                      " bytes) does not fit into the first cluster (" + std::to_string(cluster.size()) +
+                                      " bytes)");
+    }
+    std::fill(cluster.begin(), cluster.end(), std::byte{0});
+    std::byte* b = cluster.data();
+    store_be32(b, kMagic);
+    store_be32(b + 4, h.version);
+    store_be32(b + 20, h.cluster_bits);
+    store_be64(b + 24, h.size);
+    store_be32(b + 32, h.crypt_method);
+    store_be32(b + 36, h.l1_size);
+    store_be64(b + 40, h.l1_table_offset);
+    store_be64(b + 48, h.refcount_table_offset);
+    store_be32(b + 56, h.refcount_table_clusters);
+    store_be32(b + 60, h.nb_snapshots);
+    store_be64(b + 64, h.snapshots_offset);
+    if (h.version >= 3) {
+        store_be64(b + 72, h.incompatible);
+        store_be64(b + 80, h.compatible);
+        store_be64(b + 88, h.autoclear);
+        store_be32(b + 96, h.refcount_order);
+        store_be32(b + 100, h.header_length);
+        if (h.header_length > kV3MinHeaderLength) b[104] = std::byte{static_cast<uint8_t>(h.compression)};
+    }
+    uint64_t off = header_fields_bytes(h);
+    if (!h.backing_format.empty()) put_ext(cluster, off, kExtBackingFormat, bytes_of(h.backing_format));
+    if (!h.data_file.empty()) put_ext(cluster, off, kExtDataFile, bytes_of(h.data_file));
+    if (!h.features.empty()) {
+        std::vector<std::byte> table(h.features.size() * kFeatureEntryBytes);
+        for (size_t i = 0; i < h.features.size(); ++i) {
+            std::byte* e = table.data() + i * kFeatureEntryBytes;
+            e[0] = std::byte{h.features[i].type};
+            e[1] = std::byte{h.features[i].bit};
+            std::copy_n(reinterpret_cast<const std::byte*>(h.features[i].name.data()), h.features[i].name.size(), e + 2);
+        }
+        put_ext(cluster, off, kExtFeatureTable, table);
+    }
+    put_ext(cluster, off, kExtEnd, {});
+    if (!h.backing_file.empty()) {
+        store_be64(b + 8, off);
+        store_be32(b + 16, static_cast<uint32_t>(h.backing_file.size()));
+        std::copy(h.backing_file.begin(), h.backing_file.end(), reinterpret_cast<char*>(b + off));
+    }
+    return {};
 }
 
 }  // namespace blk::qcow2

@@ -133,4 +133,72 @@ CompressedRef compressed_ref(const Header& h, uint64_t entry);
 // Names of the unknown incompatible features set in `h`, from its feature table.
 std::string unknown_incompatible_names(const Header& h);
 
+// ---------------------------------------------------------------------------------------
+// Write path (refcounts, L2 entry encoding). Kept apart from the header code above so the
+// header serialization for `create` can grow beside it without merge conflicts.
+// ---------------------------------------------------------------------------------------
+
+constexpr uint64_t kRefTableEntryMask = ~511ull;              // refcount table entry: bits 9-63
+constexpr uint64_t kL2BitmapAllZero = 0xffffffff00000000ull;  // extended L2: every subcluster reads zero
+constexpr uint64_t kMaxHostOffset = 1ull << 56;               // L1/L2 entries hold bits 9-55
+
+// Largest refcount a block entry of 2^order bits holds.
+constexpr uint64_t refcount_max(uint32_t order) { return order >= 6 ? UINT64_MAX : (1ull << (1u << order)) - 1; }
+// Entries in one refcount block.
+inline uint64_t refcount_block_entries(const Header& h) { return (h.cluster_size() * 8) >> h.refcount_order; }
+
+// Entry `index` of a refcount block of 2^order-bit entries (sub-byte widths: bit 0 is the
+// least significant bit of the byte, as the spec says; wider ones are big-endian).
+uint64_t get_refcount(std::span<const std::byte> block, uint64_t index, uint32_t order);
+// Sets entry `index`; `value` must fit (refcount_max(order)).
+void set_refcount(std::span<std::byte> block, uint64_t index, uint32_t order, uint64_t value);
+
+// L2 entry `index` of an L2 table (16-byte entries with extended L2).
+L2Entry load_l2_entry(const Header& h, std::span<const std::byte> table, uint64_t index);
+void store_l2_entry(const Header& h, std::span<std::byte> table, uint64_t index, const L2Entry& e);
+
+// A standard cluster descriptor for a host cluster (`zero`: v3 "reads as zero" flag).
+inline uint64_t standard_entry(uint64_t host, bool copied, bool zero = false) {
+    return (host & kOffsetMask) | (copied ? kEntryCopied : 0) | (zero ? kEntryZero : 0);
+}
+
+// Sectors field of a compressed descriptor: 512-byte sectors beyond the one holding the
+// first byte, for `bytes` bytes at host offset `host`.
+inline uint64_t compressed_extra_sectors(uint64_t host, uint64_t bytes) { return ((host + bytes - 1) >> 9) - (host >> 9); }
+// The compressed descriptor for `bytes` bytes at `host`; an error if the offset or the size
+// does not fit the descriptor's fields for this cluster size.
+Result<uint64_t> compressed_entry(const Header& h, uint64_t host, uint64_t bytes);
+// Host clusters [first, last] holding a compressed cluster's sectors (what refcounts count).
+struct ClusterSpan {
+    uint64_t first = 0;
+    uint64_t last = 0;
+};
+ClusterSpan compressed_clusters(const Header& h, uint64_t entry);
+
+}  // namespace blk::qcow2
+
+// ---- Header serialization (image creation): the inverse of parse_header ----
+namespace blk::qcow2 {
+
+constexpr uint32_t kV3HeaderLength = 112;  // the v3 fields, the compression type byte, padding to 8
+constexpr uint64_t kFeatureNameBytes = 46;  // a feature table entry is type, bit and a 46-byte name
+// qemu leaves the feature table out of images with clusters of 4 KiB or less, so that a
+// backing file name still fits into a 512-byte header cluster.
+constexpr uint64_t kMinClusterForFeatureTable = 8192;
+
+// The feature name table qemu writes into version 3 images (every feature it knows).
+std::vector<FeatureName> qemu_feature_table();
+
+// Bytes the serialized header occupies: fields, extensions, end marker, backing file name.
+uint64_t serialized_header_bytes(const Header& h);
+
+// Writes `h` into `cluster` (the image's first cluster; zero-filled first): the fields of
+// its version (header_length for v3, with the compression type byte when header_length
+// exceeds 104), then the extensions in qemu's order (backing format, external data file,
+// feature table from h.features, end marker) and the backing file name right after the
+// end marker; backing_file_offset/backing_file_size are computed here, not taken from `h`.
+// Errors: EINVAL for a backing file name longer than 1023 bytes or a field parse_header
+// would refuse; ENOSPC if it does not fit into `cluster`.
+Status serialize_header(const Header& h, std::span<std::byte> cluster);
+
 }  // namespace blk::qcow2

@@ -4,8 +4,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "blk/node.h"
@@ -20,12 +22,27 @@ class OpenContext;
 class Registry;
 struct ObjectStore;
 
+// What qemu-img prints after "Formatting 'NAME', fmt=FMT ": every create option that is set
+// or has a default, in the order of the format's and then the protocol's schema, each once,
+// with the value as qemu shows it (sizes and numbers in decimal, a ',' in a string doubled).
+using CreateSummary = std::vector<std::pair<std::string, std::string>>;
+
 // A request to create a new image: what `qemu-img create` and convert's new targets do.
 struct CreateRequest {
     std::string format;             // "qcow2", "raw", ...
-    std::string filename;           // path of the new image (a host file)
+    std::string filename;           // path of the new image (a host file; "file:" prefix allowed)
     Json options = Json::object();  // -o KEY=VALUE pairs, values as given ("64k", "on")
     const ObjectStore* objects = nullptr;
+    std::optional<uint64_t> size;               // qemu-img create's SIZE argument (not with -o size)
+    std::optional<std::string> backing_file;    // -b: overrides -o backing_file
+    std::optional<std::string> backing_format;  // -F/-B: overrides -o backing_fmt
+    // False (-u): the backing file is not opened, so its format and the size must be given.
+    // True: it is opened read-only (relative names from the new image's directory) to check
+    // it, to find its format for the error message, and to take the size from it.
+    bool open_backing = true;
+    // Called once the options are final (size from the backing file filled in), right before
+    // anything is written: qemu-img prints its "Formatting ..." line here.
+    std::function<void(const CreateSummary&)> on_ready;
 };
 
 struct DriverSpec {
@@ -39,9 +56,12 @@ struct DriverSpec {
     // Opens a node from validated `opts` (opts["driver"] == name). Children are opened
     // through ctx.open_child().
     std::function<Result<std::shared_ptr<Node>>(OpenContext& ctx, const Json& opts)> open;
-    // Image creation: the -o keys the driver takes (they drive parsing, -o help and
-    // completions) and the function that writes a new image. Null for drivers that
-    // cannot create images. `req.options` has been checked against create_options.
+    // Image creation: the -o keys the driver takes, in qemu's order (they drive parsing, -o
+    // help, the Formatting line and completions; OptSpec::default_value is qemu's default
+    // shown in the Formatting line) and the function that writes a new image. Null for
+    // drivers that cannot create images. create_image() hands the function options that are
+    // checked and typed: booleans as JSON booleans, sizes and numbers as JSON numbers, and
+    // "size" always set; the function checks enum values and everything format-specific.
     Schema create_options;
     std::function<Status(const CreateRequest& req, const Registry& reg)> create;
 };
@@ -131,10 +151,20 @@ Result<Graph> open_image(const ImageSpec& spec, const OpenFlags& flags,
                          const ObjectStore* objects = nullptr,
                          const Registry& reg = Registry::builtin());
 
-// Creates an image: checks req.options against the format's create schema and, for formats
-// over a host file, the file protocol's (an unknown key is "Invalid parameter 'KEY'"), then
-// calls the format's create. Prints nothing.
+// Creates an image as qemu-img create does: the format and the protocol (only host files:
+// "file:" or no prefix), the -o keys against the format's and then the file protocol's create
+// schema ("Invalid parameter 'KEY'") and their values as qemu's QemuOpts parses them, the size
+// (given once, or taken from the backing file), the backing file (opened read-only unless
+// !open_backing; a backing format is required, as in qemu 6.1+), then req.on_ready, then the
+// format's create. An EFBIG from the driver becomes qemu's "The image size is too large for
+// file format 'FMT'". Prints nothing; error messages carry no filename prefix.
 Status create_image(const CreateRequest& req, const Registry& reg = Registry::builtin());
+
+// The protocol driver for a new image's filename, as qemu finds it: "proto:rest" with the
+// colon before any '/' names a protocol ("Unknown protocol 'proto'" unless it is one we can
+// create on); anything else is a host file. Returns the spec and the filename without prefix.
+Result<std::pair<const DriverSpec*, std::string>> create_protocol(const std::string& filename,
+                                                                  const Registry& reg = Registry::builtin());
 
 // Resolves a backing file name against the overlay's filename as qemu does: absolute names
 // and json: stay; relative names are joined to the overlay's directory.

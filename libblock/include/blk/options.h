@@ -28,7 +28,8 @@ Result<Json> parse_dotted(std::string_view text, std::string_view implied_key = 
 
 // Parses image creation options as qemu-img's -o takes them (QemuOpts): "key=value,key2=v"
 // with ",," for a literal comma; keys stay flat ("encrypt.format" is one key); a repeated
-// key keeps its last value; a bare key is "on", except "help" and "?", which set "help".
+// key keeps its last value; a bare key is "on", a bare "noKEY" is KEY "off" (qemu's short
+// form), and a bare "help" or "?" sets "help" to JSON true (unlike "help=x", a string).
 // Several -o arguments are joined with ',' before parsing, as qemu-img does.
 Result<Json> parse_create_options(std::string_view text);
 
