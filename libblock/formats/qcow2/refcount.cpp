@@ -256,27 +256,27 @@ Result<AllocRun> Refcounts::allocate(uint64_t n, bool exact) {
 Result<uint64_t> Refcounts::allocate_bytes(uint64_t bytes) {
     if (bytes == 0 || bytes > 2 * cs_) return make_error(EINVAL, "bad compressed cluster size " + std::to_string(bytes));
     if (tail_ != 0) {
+        // Behind the previous compressed cluster, if its host cluster can take one more
+        // reference and, for bytes running past it, the next clusters are free.
         const uint64_t tc = tail_ / cs_;
         const uint64_t room = cs_ - tail_ % cs_;
         BLK_TRY_ASSIGN(uint64_t rc, get(tc));
-        if (rc >= 1 && rc < max_) {
-            const uint64_t off = tail_;
-            if (bytes > room) {
-                const uint64_t k = div_up(bytes - room, cs_);
-                BLK_TRY_ASSIGN(bool free, run_free(tc + 1, k));
-                if (free) {
-                    BLK_TRY(grow_file(std::max(hwm_, tc + 1 + k)));
-                    BLK_TRY(allocate_range(tc + 1, k));
-                } else {
-                    goto fresh;
-                }
+        bool fits = rc >= 1 && rc < max_;
+        const uint64_t k = bytes > room ? div_up(bytes - room, cs_) : 0;
+        if (fits && k > 0) {
+            BLK_TRY_ASSIGN(fits, run_free(tc + 1, k));
+            if (fits) {
+                BLK_TRY(grow_file(std::max(hwm_, tc + 1 + k)));
+                BLK_TRY(allocate_range(tc + 1, k));
             }
+        }
+        if (fits) {
+            const uint64_t off = tail_;
             BLK_TRY(update(tc, +1));
             tail_ = (off + bytes) % cs_ ? off + bytes : 0;
             return off;
         }
     }
-fresh:
     BLK_TRY_ASSIGN(AllocRun run, allocate(div_up(bytes, cs_), true));
     tail_ = (run.offset + bytes) % cs_ ? run.offset + bytes : 0;
     return run.offset;
