@@ -11,7 +11,11 @@ _blkimg() {
         esac
     done
     if [ -z "$cmd" ]; then
-        COMPREPLY=($(compgen -W "convert info map --help --version --list-drivers --list-commands" -- "$cur"))
+        COMPREPLY=($(compgen -W "convert create info map --help --version --list-drivers --list-commands" -- "$cur"))
+        return
+    fi
+    if [ "$cmd" = create ]; then
+        _blkimg_create "$cur" "$prev"
         return
     fi
     case "$prev" in
@@ -53,6 +57,41 @@ _blkimg() {
     esac
     if [[ "$cur" == -* ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+    else
+        COMPREPLY=($(compgen -f -- "$cur"))
+    fi
+}
+# create: flags, formats, backing files, and -o KEY= names taken from `blkimg create -o help`.
+_blkimg_create() {
+    local cur=$1 prev=$2 fmt=raw i
+    for ((i = 2; i < COMP_CWORD; i++)); do
+        case "${COMP_WORDS[i]}" in
+            -f|--format) fmt="${COMP_WORDS[i+1]}" ;;
+            --format=*) fmt="${COMP_WORDS[i]#--format=}" ;;
+        esac
+    done
+    case "$prev" in
+        -f|--format|-F|-B|--backing-format)
+            local drivers
+            drivers=$("${COMP_WORDS[0]}" --list-drivers 2>/dev/null) || drivers="file null-co qcow2 raw"
+            COMPREPLY=($(compgen -W "$drivers" -- "$cur"))
+            return ;;
+        -o|--options)
+            local keys head="" word=$cur
+            if [[ "$cur" == *,* ]]; then head="${cur%,*},"; word="${cur##*,}"; fi
+            keys=$("${COMP_WORDS[0]}" create -f "$fmt" -o help /dev/null 2>/dev/null | sed -n 's/^  \([a-z_.-]*\)=.*/\1=/p')
+            [ -n "$keys" ] || keys="size= preallocation= cluster_size= compat= backing_file= backing_fmt= help"
+            COMPREPLY=($(compgen -P "$head" -W "$keys help" -- "$word"))
+            compopt -o nospace 2>/dev/null
+            return ;;
+        -b|--backing)
+            COMPREPLY=($(compgen -f -- "$cur"))
+            return ;;
+        --object)
+            return ;;
+    esac
+    if [[ "$cur" == -* ]]; then
+        COMPREPLY=($(compgen -W "-f --format -o --options -b --backing -F -B --backing-format -u --backing-unsafe -q --quiet --object -h --help" -- "$cur"))
     else
         COMPREPLY=($(compgen -f -- "$cur"))
     fi

@@ -14,6 +14,7 @@ function __blkimg_drivers
 end
 
 complete -c blkimg -f -n __blkimg_no_command -a convert -d 'copy images into a new or existing image'
+complete -c blkimg -f -n __blkimg_no_command -a create -d 'create a new disk image'
 complete -c blkimg -f -n __blkimg_no_command -a info -d 'show facts about an image'
 complete -c blkimg -f -n __blkimg_no_command -a map -d 'show where each range of the data lives'
 complete -c blkimg -f -n __blkimg_no_command -l help -d 'show help'
@@ -63,3 +64,27 @@ complete -c blkimg -n $cv -s q -l quiet -d 'print nothing but errors'
 complete -c blkimg -n $cv -l object -x -d 'define an object'
 complete -c blkimg -n $cv -l progress-fd -x -d 'write JSON progress lines to this descriptor'
 complete -c blkimg -n $cv -s h -l help -d 'show help'
+
+# create: -o KEY= names come from `blkimg create -f FMT -o help`.
+function __blkimg_create_options
+    set -l fmt raw
+    set -l words (commandline -opc)
+    for i in (seq (count $words))
+        if contains -- $words[$i] -f --format; and test $i -lt (count $words)
+            set fmt $words[(math $i + 1)]
+        end
+    end
+    set -l tok (commandline -ct)
+    set -l head (string match -r '^.*,' -- $tok)
+    for key in (blkimg create -f $fmt -o help /dev/null 2>/dev/null | string replace -rf '^  ([a-z_.-]+)=.*' '$1=') help
+        echo $head$key
+    end
+end
+complete -c blkimg -n '__fish_seen_subcommand_from create' -s f -l format -x -a '(__blkimg_drivers)' -d 'format of the new image'
+complete -c blkimg -n '__fish_seen_subcommand_from create' -s o -l options -x -a '(__blkimg_create_options)' -d 'format options (-o help lists them)'
+complete -c blkimg -n '__fish_seen_subcommand_from create' -s b -l backing -r -F -d 'backing file'
+complete -c blkimg -n '__fish_seen_subcommand_from create' -s F -s B -l backing-format -x -a '(__blkimg_drivers)' -d 'format of the backing file'
+complete -c blkimg -n '__fish_seen_subcommand_from create' -s u -l backing-unsafe -d 'do not open the backing file'
+complete -c blkimg -n '__fish_seen_subcommand_from create' -s q -l quiet -d 'do not print the Formatting line'
+complete -c blkimg -n '__fish_seen_subcommand_from create' -l object -x -d 'define an object'
+complete -c blkimg -n '__fish_seen_subcommand_from create' -s h -l help -d 'show help'

@@ -39,6 +39,8 @@ constexpr uint64_t kZeroRequestBytes = 1ull << 30;
 // qemu's largest buffer (MAX_BUF_SECTORS): the largest request and cluster the engine takes.
 constexpr uint64_t kMaxRequestBytes = 16u << 20;
 constexpr uint64_t kMinRequestBytes = 4096;
+// With -c, clusters are read and compressed in batches of at most this much.
+constexpr uint64_t kCompressBatchBytes = 512u << 10;
 // A rate-limited or cancelled worker sleeps at most this long between checks.
 constexpr auto kSleepSlice = std::chrono::milliseconds(50);
 
@@ -222,8 +224,10 @@ Status Engine::setup() {
     if (o_.target->size() < total) return make_error(EINVAL, "output file is smaller than input file");
 
     nslots_ = std::clamp(o_.requests, 1u, kCopyMaxRequests);
-    unsigned hw = std::thread::hardware_concurrency();
-    nthreads_ = o_.threads ? o_.threads : std::max(hw, 1u);
+    nthreads_ = o_.threads ? o_.threads : std::max(std::thread::hardware_concurrency(), 1u);
+    // Compression is CPU-bound: every worker gets a slot (smaller buffers keep the memory
+    // bound). Otherwise a worker beyond the slots would have nothing to do.
+    if (o_.compress) nslots_ = std::max(nslots_, std::min(nthreads_, kCopyMaxRequests));
     nthreads_ = std::min(nthreads_, nslots_);
 
     uint64_t rs = o_.request_size;
@@ -232,6 +236,9 @@ Status Engine::setup() {
     }
     // With -c each slot also holds its compressed copies.
     const uint64_t per_slot = o_.compress ? 2 : 1;
+    // Compression costs far more than a request's overhead: small batches keep the memory
+    // (input and compressed copies) down without slowing anything.
+    if (o_.compress) rs = std::min(rs, kCompressBatchBytes);
     if (rs * per_slot * nslots_ > kCopyMaxBufferBytes) rs = kCopyMaxBufferBytes / (per_slot * nslots_);
     if (max_transfer && rs > max_transfer) rs = max_transfer;
     rs = std::max<uint64_t>(rs / kSector * kSector, kSector);
@@ -241,6 +248,13 @@ Status Engine::setup() {
         auto cs = o_.target->cluster_size();
         if (!cs || *cs == 0 || *cs > kMaxRequestBytes) return make_error(EINVAL, "invalid cluster size");
         cluster_ = *cs;
+        // Huge clusters: fewer slots rather than more memory (a slot holds one cluster and
+        // its compressed copy at least).
+        const uint64_t fit = std::max<uint64_t>(1, kCopyMaxBufferBytes / (per_slot * cluster_));
+        if (nslots_ > fit) {
+            nslots_ = static_cast<unsigned>(fit);
+            nthreads_ = std::min(nthreads_, nslots_);
+        }
         rs = std::max(cluster_, rs / cluster_ * cluster_);
     }
     req_size_ = rs;

@@ -372,7 +372,10 @@ Status create_file(const CreateRequest& req, const Registry&) {
     auto locked = take_qemu_locks(f.get(), path, true);
     if (!locked) {
         if (made) ::unlink(path.c_str());
-        return locked;
+        Error e = std::move(locked).error();
+        // -U does not apply to creating an image.
+        if (auto hint = e.message.find(" (-U skips the check)"); hint != std::string::npos) e.message.erase(hint);
+        return e;
     }
     auto fill = [&]() -> Status {
         if (nocow.value_or(false)) {

@@ -25,10 +25,16 @@ expect_eq "bash: output values" "json" "$(bash_complete blkimg map --output j)"
 touch img-one.qcow2
 expect_eq "bash: filenames" "img-one.qcow2" "$(bash_complete blkimg info img-o)"
 [ -z "$(bash_complete blkimg info --backing-chain --start)" ] || fail "bash offers map flags for info"
+expect_eq "bash: create" "create" "$(bash_complete blkimg cr)"
+expect_eq "bash: create flags" "--backing-unsafe" "$(bash_complete blkimg create --backing-u)"
+expect_eq "bash: create -o keys from the schema" "cluster_size=" "$(bash_complete blkimg create -f qcow2 -o clus)"
+expect_eq "bash: create -o keys after a comma" "size=1M,lazy_refcounts=" "$(bash_complete blkimg create -f qcow2 -o size=1M,lazy)"
+expect_eq "bash: create -o keys of the host file" "extent_size_hint=" "$(bash_complete blkimg create -f raw -o ext)"
+expect_eq "bash: backing formats" "qcow2" "$(bash_complete blkimg create -b base -B qc)"
 ok "bash completion"
 
 # Every flag in --help appears in every completion file.
-for c in info map convert; do
+for c in convert create info map; do
     for flag in $("$BLKIMG" $c --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
         for f in blkimg.bash _blkimg blkimg.fish; do
             name=${flag#--}
@@ -52,6 +58,8 @@ if command -v fish >/dev/null; then
     echo "$out" | grep -q "^-tunsafe\|^unsafe" || fail "fish does not complete cache modes: $out"
     out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg i'")
     echo "$out" | grep -q "^info" || fail "fish does not complete info: $out"
+    out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg create -f qcow2 -o size=1M,clu'")
+    echo "$out" | grep -q "^size=1M,cluster_size=" || fail "fish does not complete create -o keys: $out"
     ok "fish completion"
 fi
 
@@ -59,7 +67,7 @@ fi
 if command -v groff >/dev/null; then
     warnings=$(groff -man -Tutf8 -ww "$SRCDIR/man/blkimg.1" 2>&1 >/dev/null)
     [ -z "$warnings" ] || fail "man page warnings: $warnings"
-    for c in info map convert; do
+    for c in convert create info map; do
         for flag in $("$BLKIMG" $c --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
             grep -q -- "$(echo "${flag#--}" | sed 's/-/\\\\-/g')" "$SRCDIR/man/blkimg.1" || fail "man page lacks $flag"
         done

@@ -151,6 +151,11 @@ public:
     bool can_write_compressed() const override { return cluster_ != 0; }
     Result<CompressedCluster> compress_cluster(std::span<const std::byte> d) const override {
         ++compress_calls;
+        int now = ++in_compress;
+        for (int m = max_in_compress; now > m && !max_in_compress.compare_exchange_weak(m, now);) {
+        }
+        if (compress_delay_us) std::this_thread::sleep_for(std::chrono::microseconds(compress_delay_us));
+        --in_compress;
         CompressedCluster c;
         c.bytes.assign(d.begin(), d.end());
         c.compressed = d.empty() || d[0] != std::byte{0xFF};
@@ -166,6 +171,9 @@ public:
     std::set<uint64_t> bad_bytes;
     int fail_errno = ENOSPC;
     mutable std::atomic<uint64_t> compress_calls{0};
+    // compress_cluster sleeps this long; the most calls seen running at once.
+    unsigned compress_delay_us = 0;
+    mutable std::atomic<int> in_compress{0}, max_in_compress{0};
     NodeLimits& limits_rw() { return limits_; }
 
 protected:

@@ -8,6 +8,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "blk/fd.h"
 
 #include "../../libblock/jobs/zero_scan.h"
 #include "blk/copy.h"
@@ -445,6 +451,18 @@ TEST_CASE("-B: only the top layer is copied; zeroes are written below the backin
     CHECK(dst4.data() == content(*c.top));
 }
 
+TEST_CASE("-B excludes a target known to be zero") {
+    Chain c = chain_source();
+    RecordNode dst(4 * MiB);
+    auto o = options({c.top.get()}, &dst);
+    o.target_has_backing = true;
+    o.target_is_zero = true;
+    auto r = copy_image(o);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message == "Cannot use --target-is-zero when the destination image has a backing file");
+    CHECK(dst.log().empty());
+}
+
 TEST_CASE("-B with compression: a cluster the top layer only partly allocates is read whole") {
     Chain c = chain_source();
     c.top->set(2 * MiB, 4 * KiB, ExtentNode::Data, 5);
@@ -682,26 +700,36 @@ TEST_CASE("the rate limit slows the writes down") {
     CHECK(dst.data() == src->data());
 }
 
-TEST_CASE("random data survives any request size, alignment and thread count") {
+TEST_CASE("random data survives any request size, alignment, source split and thread count") {
     std::minstd_rand rng(42);
-    for (int iter = 0; iter < 40; ++iter) {
-        const uint64_t size = (rng() % (3 * MiB / 512) + 1) * 512;
-        auto src = std::make_shared<ExtentNode>(size);
-        for (uint64_t off = 0; off < size;) {
-            uint64_t len = std::min<uint64_t>(size - off, (rng() % 256 + 1) * 512);
-            auto k = ExtentNode::Kind(rng() % 3);
-            src->set(off, len, k, rng());
-            if (k == ExtentNode::Data && rng() % 4 == 0) {
-                uint64_t z = std::min<uint64_t>(len, (rng() % 32 + 1) * 512);
-                std::memset(src->data().data() + off, 0, z);  // zeroes inside data
+    for (int iter = 0; iter < 60; ++iter) {
+        std::vector<std::shared_ptr<ExtentNode>> srcs;
+        std::vector<Node*> nodes;
+        std::vector<std::byte> want;
+        const int nsrc = rng() % 3 + 1;
+        for (int i = 0; i < nsrc; ++i) {
+            const uint64_t size = (rng() % (2 * MiB / 512) + 1) * 512;
+            auto src = std::make_shared<ExtentNode>(size);
+            for (uint64_t off = 0; off < size;) {
+                uint64_t len = std::min<uint64_t>(size - off, (rng() % 256 + 1) * 512);
+                auto k = ExtentNode::Kind(rng() % 3);
+                src->set(off, len, k, rng());
+                if (k == ExtentNode::Data && rng() % 4 == 0) {
+                    uint64_t z = std::min<uint64_t>(len, (rng() % 32 + 1) * 512);
+                    std::memset(src->data().data() + off, 0, z);  // zeroes inside data
+                }
+                off += len;
             }
-            off += len;
+            auto c = content(*src);
+            want.insert(want.end(), c.begin(), c.end());
+            nodes.push_back(src.get());
+            srcs.push_back(std::move(src));
         }
         const bool compress = rng() % 4 == 0;
-        RecordNode dst(size, compress ? 4096u << (rng() % 4) : 0, true);
+        RecordNode dst(want.size(), compress ? 4096u << (rng() % 4) : 0, true);
         const bool zero_target = rng() % 2;
         if (!zero_target) blktest::fill_pattern(dst.data(), rng());
-        auto o = options({src.get()}, &dst);
+        auto o = options(nodes, &dst);
         o.threads = rng() % 4 + 1;
         o.requests = rng() % 8 + 1;
         o.request_size = 4096u << (rng() % 8);
@@ -711,7 +739,7 @@ TEST_CASE("random data survives any request size, alignment and thread count") {
         o.target_is_zero = zero_target;
         CAPTURE(iter);
         copy_ok(o);
-        CHECK(dst.data() == content(*src));
+        CHECK(dst.data() == want);
     }
 }
 
@@ -775,4 +803,235 @@ TEST_CASE("raw files: a sparse copy, and -C offloads to copy_file_range") {
             CHECK(st.skipped == 1 * MiB);
         }
     }
+}
+
+TEST_CASE("nothing to copy: the target is flushed and progress ends at 0 of 0") {
+    auto src = std::make_shared<ExtentNode>(0);
+    RecordNode dst(4096);
+    auto o = options({src.get()}, &dst);
+    std::vector<std::pair<uint64_t, uint64_t>> calls;
+    o.progress = [&](uint64_t d, uint64_t t) { calls.emplace_back(d, t); };
+    CopyStats st = copy_ok(o);
+    CHECK(st.total == 0);
+    CHECK_LOG(dst, F());
+    REQUIRE_FALSE(calls.empty());
+    CHECK(calls.back() == std::pair<uint64_t, uint64_t>{0, 0});
+}
+
+TEST_CASE("a target smaller than the sources is refused before anything is written") {
+    auto src = std::make_shared<ExtentNode>(64 * KiB, ExtentNode::Data);
+    RecordNode dst(32 * KiB);
+    auto r = copy_image(options({src.get()}, &dst));
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message == "output file is smaller than input file");
+    CHECK(dst.log().empty());
+}
+
+TEST_CASE("with -c every thread compresses, even beyond the requests, within the memory bound") {
+    const uint64_t cs = 64 * KiB;
+    auto src = std::make_shared<ExtentNode>(4 * MiB);
+    src->set(0, 4 * MiB, ExtentNode::Data);
+    RecordNode dst(4 * MiB, cs, true);
+    dst.compress_delay_us = 2000;
+    auto o = options({src.get()}, &dst);
+    o.compress = true;
+    o.target_is_zero = true;
+    o.threads = 6;
+    o.requests = 2;
+    o.request_size = 256 * KiB;  // 16 requests of 4 clusters
+    CopyStats st = copy_ok(o);
+    CHECK(dst.compress_calls == 4 * MiB / cs);
+    CHECK(dst.max_in_compress > 2);  // more workers compressing than requests
+    CHECK(st.buffer_bytes <= kCopyMaxBufferBytes / 2);
+    auto log = dst.log();
+    REQUIRE(log.size() == 4 * MiB / cs + 1);
+    for (size_t i = 0; i + 1 < log.size(); ++i) CHECK(log[i] == C(i * cs, cs));
+    CHECK(dst.data() == src->data());
+}
+
+TEST_CASE("2 MiB clusters with -c and -m 16 stay within the memory bound") {
+    const uint64_t cs = 2 * MiB;
+    auto src = std::make_shared<ExtentNode>(40 * MiB);
+    src->set(0, 40 * MiB, ExtentNode::Data);
+    RecordNode dst(40 * MiB, cs, true);
+    auto o = options({src.get()}, &dst);
+    o.compress = true;
+    o.target_is_zero = true;
+    o.threads = 16;
+    o.requests = 16;
+    CopyStats st = copy_ok(o);
+    // Each slot holds a 2 MiB cluster and its compressed copy: at most 8 slots.
+    CHECK(st.buffer_bytes <= kCopyMaxBufferBytes / 2);
+    CHECK(dst.data() == src->data());
+}
+
+// --- Real qcow2 targets (the qcow2 write path and create) ---
+
+namespace {
+
+// A raw file of `size` bytes (> 3 MiB): compressible text in [0, 1M), random bytes in
+// [1M, 2M), a hole in [2M, 3M), written zeroes after that but for the last sector.
+std::vector<std::byte> make_raw_source(const std::filesystem::path& p, uint64_t size) {
+    std::vector<std::byte> b(size);
+    const char* text = "the quick brown fox jumps over the lazy dog, block images and clusters ";
+    for (uint64_t i = 0; i < 1 * MiB; ++i) b[i] = std::byte(text[i % std::strlen(text)]);
+    std::mt19937_64 rng(9);
+    for (uint64_t i = 1 * MiB; i < 2 * MiB; i += 8) {
+        uint64_t r = rng();
+        std::memcpy(b.data() + i, &r, 8);
+    }
+    blktest::fill_pattern(std::span(b).subspan(size - 512, 512), 4);
+    Fd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644));
+    REQUIRE(fd.valid());
+    REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(size)) == 0);
+    REQUIRE(::pwrite(fd.get(), b.data(), 2 * MiB, 0) == static_cast<ssize_t>(2 * MiB));
+    REQUIRE(::pwrite(fd.get(), b.data() + 3 * MiB, size - 3 * MiB, static_cast<off_t>(3 * MiB)) ==
+            static_cast<ssize_t>(size - 3 * MiB));
+    return b;
+}
+
+Graph new_qcow2(const std::filesystem::path& p, uint64_t size, Json opts = Json::object()) {
+    opts["size"] = std::to_string(size);
+    auto st = create_image(CreateRequest{"qcow2", p.string(), opts});
+    if (!st) FAIL(st.error().message);
+    auto g = open_image(ImageSpec{p.string(), "qcow2", false}, OpenFlags{.read_only = false});
+    if (!g) FAIL(g.error().message);
+    return *g;
+}
+
+// Every allocated range of a node's own layer: (guest offset, length, flags, host offset).
+struct Extent {
+    uint64_t off, len;
+    unsigned flags;
+    uint64_t host;
+};
+std::vector<Extent> layer_map(Node& n) {
+    std::vector<Extent> out;
+    for (uint64_t off = 0; off < n.size();) {
+        auto st = n.block_status(off, n.size() - off);
+        REQUIRE(st);
+        out.push_back({off, st->bytes, st->flags, st->offset});
+        off += st->bytes;
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("qcow2 target: data lands in guest order, holes and zeroes stay unallocated") {
+    TempDir t;
+    const uint64_t size = 8 * MiB;
+    auto want = make_raw_source(t.p / "src.raw", size);
+    // The same bytes from a source whose reads take random time, so that workers finish
+    // out of order: only the write order can keep the clusters in guest order.
+    auto src = std::make_shared<ExtentNode>(size);
+    src->set(0, 2 * MiB, ExtentNode::Data);
+    src->set(3 * MiB, size - 3 * MiB, ExtentNode::Data);
+    std::copy(want.begin(), want.end(), src->data().begin());
+    src->max_delay_us = 3000;
+    for (bool in_order : {true, false}) {
+        CAPTURE(in_order);
+        auto path = t.p / (in_order ? "o.qcow2" : "w.qcow2");
+        {
+            Graph dst = new_qcow2(path, size);
+            auto o = options({src.get()}, dst.root.get());
+            o.target_is_zero = dst.root->has_zero_init();
+            CHECK(o.target_is_zero);
+            o.threads = 4;
+            o.request_size = 128 * KiB;
+            o.in_order = in_order;
+            CopyStats st = copy_ok(o);
+            CHECK(st.data_written == 2 * MiB + 64 * KiB);  // and the last sector's cluster
+        }
+        auto g = open_image(ImageSpec{path.string(), "qcow2", false}, OpenFlags{});
+        REQUIRE(g);
+        CHECK(content(*g->root) == want);
+        uint64_t last_host = 0;
+        uint64_t data = 0;
+        for (const Extent& e : layer_map(*skip_filters(g->root.get()))) {
+            if (!(e.flags & kStatusData)) continue;
+            data += e.len;
+            if (in_order) {
+                CHECK(e.host > last_host);  // guest order is host order: not fragmented
+                last_host = e.host + e.len - 1;
+            }
+        }
+        CHECK(data == 2 * MiB + 64 * KiB);
+    }
+}
+
+TEST_CASE("qcow2 target with -c: text compressed, random stored plain, zero clusters left out") {
+    TempDir t;
+    const uint64_t size = 4 * MiB + 12 * KiB;  // a partial last cluster
+    auto want = make_raw_source(t.p / "src.raw", size);
+    auto path = t.p / "c.qcow2";
+    for (Json opts : {Json::object(), Json{{"compression_type", "zstd"}}}) {
+        CAPTURE(opts.dump());
+        {
+            Graph src = open_rw(t.p / "src.raw", false);
+            Graph dst = new_qcow2(path, size, opts);
+            auto o = options({src.root.get()}, dst.root.get());
+            o.compress = true;
+            o.target_is_zero = true;
+            o.threads = 2;
+            copy_ok(o);
+        }
+        auto g = open_image(ImageSpec{path.string(), "qcow2", false}, OpenFlags{});
+        REQUIRE(g);
+        CHECK(content(*g->root) == want);
+        uint64_t compressed = 0, plain = 0;
+        for (const Extent& e : layer_map(*skip_filters(g->root.get()))) {
+            if (!(e.flags & kStatusData)) continue;
+            if (e.flags & kStatusCompressed) compressed += e.len;
+            else plain += e.len;
+            CHECK(e.off + e.len <= size);
+        }
+        CHECK(compressed == 1 * MiB + 12 * KiB);  // the text, and the last (partial) cluster
+        CHECK(plain == 1 * MiB);                  // random bytes do not shrink
+    }
+}
+
+TEST_CASE("qcow2 target with -B: only the source's top layer is written") {
+    TempDir t;
+    const uint64_t size = 4 * MiB;
+    // base.raw: pattern everywhere; top.qcow2 over it: a few writes and a zeroed range.
+    std::vector<std::byte> base(size);
+    blktest::fill_pattern(base, 21);
+    write_file(t.p / "base.raw", base);
+    auto create_over_base = [&](const std::filesystem::path& p) {
+        Json o{{"size", std::to_string(size)}, {"backing_file", (t.p / "base.raw").string()}, {"backing_fmt", "raw"}};
+        auto st = create_image(CreateRequest{"qcow2", p.string(), o});
+        if (!st) FAIL(st.error().message);
+        auto g = open_image(ImageSpec{p.string(), "qcow2", false}, OpenFlags{.read_only = false});
+        if (!g) FAIL(g.error().message);
+        return *g;
+    };
+    {
+        Graph top = create_over_base(t.p / "top.qcow2");
+        std::vector<std::byte> d(192 * KiB);
+        blktest::fill_pattern(d, 5);
+        REQUIRE(top.root->write(1 * MiB, d));
+        REQUIRE(top.root->write_zeroes(3 * MiB, 128 * KiB, 0));
+        REQUIRE(top.root->flush());
+    }
+    auto opened = open_image(ImageSpec{(t.p / "top.qcow2").string(), "qcow2", false}, OpenFlags{});
+    REQUIRE(opened);
+    Graph src = *opened;
+    auto want = content(*src.root);
+    {
+        Graph dst = create_over_base(t.p / "new.qcow2");
+        auto o = options({src.root.get()}, dst.root.get());
+        o.target_has_backing = true;
+        o.target_backing_size = size;
+        CopyStats st = copy_ok(o);
+        CHECK(st.data_written == 192 * KiB);
+        CHECK(st.zeroed == 128 * KiB);
+    }
+    auto g = open_image(ImageSpec{(t.p / "new.qcow2").string(), "qcow2", false}, OpenFlags{});
+    REQUIRE(g);
+    CHECK(content(*g->root) == want);
+    uint64_t allocated = 0;
+    for (const Extent& e : layer_map(*skip_filters(g->root.get())))
+        if (e.flags & kStatusAllocated) allocated += e.len;
+    CHECK(allocated == 192 * KiB + 128 * KiB);
 }

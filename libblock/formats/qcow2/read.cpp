@@ -133,7 +133,7 @@ Result<Extent> Qcow2Node::lookup_locked(uint64_t off, uint64_t max) {
     const uint64_t scs = h_.subcluster_size();
     const uint64_t per_l2 = h_.l2_entries() * cs;
     const uint64_t l1_index = off / per_l2;
-    const uint64_t table_end = std::min(size_, (l1_index + 1) * per_l2);
+    const uint64_t table_end = std::min(size_.load(), (l1_index + 1) * per_l2);
     max = std::min(max, table_end - off);
     Extent e;
     if (l1_index >= l1_.size()) return make_error(EIO, name_ + ": guest offset " + hex(off) + " beyond the L1 table");

@@ -61,7 +61,7 @@ Status Qcow2Node::do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) 
         if (flags & kZeroNoFallback) return make_error(ENOTSUP, name_ + ": cannot zero part of a cluster without writing data");
         BLK_TRY(Node::do_write_zeroes(p0, p1 - p0, 0));
     }
-    if (a < b) BLK_TRY(zero_clusters(a, std::min(b, size_) - a, flags, false));
+    if (a < b) BLK_TRY(zero_clusters(a, std::min(b, size_.load()) - a, flags, false));
     return {};
 }
 

@@ -18,9 +18,13 @@ struct CopyOptions {
     std::vector<Node*> sources;
     Node* target = nullptr;
 
-    // -S: a run of zeroes in data that was read, at least this long and aligned to it, is
-    // written as zeroes (or skipped) instead of as data. 0: never; the target ends up
-    // fully allocated (zero ranges are written as data too).
+    // -S: a run of zeroes in data that was read, at least this long, is written as zeroes
+    // (or skipped) instead of as data. Zeroes are found in aligned cells of the largest of
+    // 512, pow2floor(min_sparse), the target's request alignment and its cluster size, so
+    // a cluster of the target is never split (a run at the edge of the source's data joins
+    // the zeroes beside it whatever its length). 0 (or anything below 512): never; the
+    // target ends up fully allocated (zero ranges are written as data too, -c compresses
+    // them), whatever target_is_zero says.
     uint64_t min_sparse = 4096;
     // The target reads as zeroes already: zero ranges need no write at all. Set it for a
     // new target whose has_zero_init() is true (when min_sparse != 0 and there is no
@@ -43,14 +47,18 @@ struct CopyOptions {
     // -c, for the compressed copies), never more than kCopyMaxBufferBytes in all; larger
     // products shrink the buffers. Values above kCopyMaxRequests are clamped.
     unsigned requests = 8;
-    // Worker threads; 0: one per core (std::thread::hardware_concurrency). Never more than
-    // `requests` (a worker without a buffer has nothing to do). Workers read, detect
-    // zeroes and compress in parallel; with in_order one of them at a time writes, in
-    // guest order, while the others go on reading ahead into free buffers.
+    // Worker threads; 0: one per core (std::thread::hardware_concurrency). Workers read,
+    // detect zeroes and compress in parallel; with in_order one of them at a time writes,
+    // in guest order, while the others go on reading ahead into free buffers. Without -c
+    // never more than `requests` (a worker without a buffer has nothing to do; copies
+    // from the page cache are bound by memory bandwidth, not by cores). With -c every
+    // thread gets a buffer even beyond `requests` (compression wants every core busy),
+    // and the buffers shrink to keep the memory bound.
     unsigned threads = 0;
     // Bytes per read (qemu's 2 MiB buffer). Requests are cut at multiples of it in the
     // target's address space, so they stay aligned to the target's clusters whatever the
-    // source's extents look like. With -c a multiple of the target's cluster size.
+    // source's extents look like. With -c: batches of whole clusters, at most 512 KiB
+    // unless a cluster is larger.
     uint64_t request_size = 2u << 20;
     // -r: bytes per second, 0 for no limit.
     uint64_t rate_limit = 0;

@@ -1,6 +1,7 @@
 // Node (one driver instance), Child (a named edge with role bits) and the graph accessors.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -213,7 +214,9 @@ protected:
     std::string driver_;
     std::string node_name_;
     Json options_;
-    uint64_t size_ = 0;
+    // Atomic: a format that grows its file (qcow2 allocating) changes the file node's size
+    // while other threads' requests are checked against it.
+    std::atomic<uint64_t> size_{0};
     bool read_only_ = true;
     NodeLimits limits_;
 
