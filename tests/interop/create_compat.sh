@@ -12,7 +12,6 @@
 # Everywhere else the files are byte for byte the same (checked below), except for the data
 # file's name in the header, which differs here only because each tool has its own directory.
 source "$SRCDIR/tests/lib.sh"
-STRIP="python3 $SRCDIR/tests/interop/strip_children.py"
 
 mkdir q b
 for d in q b; do
@@ -21,39 +20,39 @@ for d in q b; do
     qemu-img create -q -f raw "$d/base.raw" 3000000
 done
 
-# Drops the fields given (e.g. actual-size) from an info JSON.
-drop() {
-    python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-for k in sys.argv[1:]:
-    d.pop(k, None)
-print(json.dumps(d, sort_keys=True))' "$@"
+# Plain shell tools below, no python per image (python takes half a second to start here).
+
+# cmp -s, but past 64 MiB only where either file has data (a 1 TiB image is mostly holes).
+same_bytes() {
+    if [ "$(stat -c %s "$1")" -gt 67108864 ]; then python3 "$SRCDIR/tests/sparse_cmp.py" "$1" "$2"; else cmp -s "$1" "$2"; fi
 }
+
+# An info JSON without its actual-size line.
+no_actual_size() { grep -v '"actual-size"'; }
+
 # qemu-img map --output=json without host offsets and without "zero" (which says whether the
 # host file has a hole there: another layout puts its holes elsewhere), ranges merged.
 map_no_offsets() {
-    python3 -c '
-import json, sys
-out = []
-for e in json.load(sys.stdin):
-    e = {k: v for k, v in e.items() if k not in ("offset", "zero")}
-    if out and all(out[-1][k] == e[k] for k in e if k not in ("start", "length")):
-        out[-1]["length"] += e["length"]
-    else:
-        out.append(e)
-print(json.dumps(out))'
+    sed -E 's/^\[//; s/\]$//; s/, "offset": [0-9]+//; s/, "zero": (true|false)//; s/\},?$//' |
+        awk -F', ' '{
+            start = $1; sub(/.*: /, "", start); len = $2; sub(/.*: /, "", len)
+            rest = ""; for (i = 3; i <= NF; i++) rest = rest ", " $i
+            if (rest == prev && start == end) { end += len; next }
+            if (NR > 1) print pstart, end, prev
+            pstart = start; end = start + len; prev = rest
+        } END { print pstart, end, prev }'
 }
 
 # The number of refcount blocks of a qcow2 image.
 refblocks() {
-    python3 -c '
-import struct, sys
-d = open(sys.argv[1], "rb").read()
-cs = 1 << struct.unpack(">I", d[20:24])[0]
-off, n = struct.unpack(">Q", d[48:56])[0], struct.unpack(">I", d[56:60])[0]
-print(sum(1 for i in range(n * cs // 8) if d[off + 8 * i:off + 8 * i + 8].strip(b"\0")))' "$1"
+    local bits off n
+    bits=$(od -An -t u4 --endian=big -j20 -N4 "$1")
+    off=$(od -An -t u8 --endian=big -j48 -N8 "$1")
+    n=$(od -An -t u4 --endian=big -j56 -N4 "$1")
+    od -An -v -t x8 -j"$off" -N$((n << bits)) "$1" | tr -s ' ' '\n' | grep -c '[1-9a-f]'
 }
+
+virtual_size() { qemu-img info --output=json "$1" | grep '"virtual-size"' | tr -dc 0-9; }
 
 n=0
 # check_pair OPTS SIZE [exact]: create x.qcow2 with both tools and compare.
@@ -66,31 +65,29 @@ check_pair() {
     (cd b && qemu-img check -q x.qcow2) || fail "$what: qemu-img check finds errors in ours"
     # qemu's layout is only ours while one refcount block covers the image.
     [ "$exact" = exact ] && [ "$(refblocks q/x.qcow2)" -gt 1 ] && exact=""
-    local drops=""
-    [ "$exact" = exact ] || drops="actual-size"
-    json_eq "$what: qemu-img info" "$(cd q && qemu-img info --output=json x.qcow2 | drop $drops)" \
-        "$(cd b && qemu-img info --output=json x.qcow2 | drop $drops)"
     if [ "$exact" = exact ]; then
+        expect_eq "$what: qemu-img info" "$(cd q && qemu-img info --output=json x.qcow2)" "$(cd b && qemu-img info --output=json x.qcow2)"
         expect_eq "$what: qemu-img map" "$(cd q && qemu-img map --output=json x.qcow2)" "$(cd b && qemu-img map --output=json x.qcow2)"
         case "$opts" in
             *data_file=*) ;;
-            *) cmp -s q/x.qcow2 b/x.qcow2 || fail "$what: not byte for byte qemu's image" ;;
+            *) same_bytes q/x.qcow2 b/x.qcow2 || fail "$what: not byte for byte qemu's image" ;;
         esac
     else
+        expect_eq "$what: qemu-img info" "$(cd q && qemu-img info --output=json x.qcow2 | no_actual_size)" \
+            "$(cd b && qemu-img info --output=json x.qcow2 | no_actual_size)"
         expect_eq "$what: qemu-img map" "$(cd q && qemu-img map --output=json x.qcow2 | map_no_offsets)" \
             "$(cd b && qemu-img map --output=json x.qcow2 | map_no_offsets)"
     fi
     # The data files have the same length and bytes. (Their allocation may differ by the first
     # block, which qemu allocates in a new file unless it happens to write the tail first.)
     if [ -e q/d.raw ]; then
-        cmp -s q/d.raw b/d.raw || fail "$what: the data files differ"
+        same_bytes q/d.raw b/d.raw || fail "$what: the data files differ"
     fi
-    # blkimg's info on our image is qemu-img's.
-    expect_eq "$what: blkimg info" "$(cd b && qemu-img info --output=json x.qcow2)" \
-        "$(cd b && "$BLKIMG" info --output=json x.qcow2 | $STRIP)"
+    # blkimg's info on our image is qemu-img's (the human text has no qemu 8 children).
+    expect_eq "$what: blkimg info" "$(cd b && qemu-img info x.qcow2)" "$(cd b && "$BLKIMG" info x.qcow2)"
     # qemu-io writes our image and reads it back; qemu-img check stays happy.
     local bytes
-    bytes=$(qemu-img info --output=json b/x.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')
+    bytes=$(virtual_size b/x.qcow2)
     if [ "$bytes" -ge 131072 ]; then
         (cd b && qemu-io -f qcow2 -c 'write -P 0xab 0 64k' -c "write -P 0xcd $((bytes - 4096)) 4k" x.qcow2 >/dev/null) ||
             fail "$what: qemu-io cannot write ours"
@@ -109,7 +106,7 @@ for cs in 512 1k 2k 4k 8k 16k 32k 64k 128k 256k 512k 1M 2M; do
     check_pair "cluster_size=$cs,refcount_bits=${widths[$(((i + 3) % 7))]},preallocation=metadata" 3145984 exact
     i=$((i + 1))
 done
-for rb in 1 2 4 8 16 32 64; do check_pair "refcount_bits=$rb" 100M exact; done
+for rb in 1 8 64; do check_pair "refcount_bits=$rb" 100M exact; done
 ok "cluster sizes and refcount widths"
 
 # compat, lazy refcounts, extended L2, zstd.
@@ -124,7 +121,7 @@ check_pair "compression_type=zstd,lazy_refcounts=on,extended_l2=on,refcount_bits
 ok "compat, lazy refcounts, extended L2, zstd"
 
 # Preallocation, odd sizes.
-for size in 0 512 1000 1M 3145984 100M; do
+for size in 0 1000 3145984 100M; do
     check_pair "preallocation=off" $size exact
     check_pair "preallocation=metadata" $size exact
     check_pair "preallocation=falloc" $size
@@ -134,7 +131,7 @@ done
 ok "preallocation modes and odd sizes"
 
 # External data files, with data_file_raw on and off.
-for size in 1000 1M 3145984; do
+for size in 1000 3145984; do
     check_pair "data_file=d.raw" $size exact
     check_pair "data_file=d.raw,data_file_raw=on" $size exact
     check_pair "data_file=d.raw,data_file_raw=on,extended_l2=on" $size exact
