@@ -785,7 +785,7 @@ TEST_CASE("raw files: a sparse copy, and -C offloads to copy_file_range") {
     for (bool offload : {false, true}) {
         CAPTURE(offload);
         auto dst_path = t.p / (offload ? "c.raw" : "d.raw");
-        REQUIRE(create_image(CreateRequest{"raw", dst_path.string(), Json{{"size", std::to_string(b.size())}}}));
+        REQUIRE(create_image(CreateRequest{.format = "raw", .filename = dst_path.string(), .options = Json{{"size", std::to_string(b.size())}}}));
         Graph src = open_rw(t.p / "src.raw", false);
         Graph dst = open_rw(dst_path, true);
         auto o = options({src.root.get()}, dst.root.get());
@@ -892,7 +892,7 @@ std::vector<std::byte> make_raw_source(const std::filesystem::path& p, uint64_t 
 
 Graph new_qcow2(const std::filesystem::path& p, uint64_t size, Json opts = Json::object()) {
     opts["size"] = std::to_string(size);
-    auto st = create_image(CreateRequest{"qcow2", p.string(), opts});
+    auto st = create_image(CreateRequest{.format = "qcow2", .filename = p.string(), .options = opts});
     if (!st) FAIL(st.error().message);
     auto g = open_image(ImageSpec{p.string(), "qcow2", false}, OpenFlags{.read_only = false});
     if (!g) FAIL(g.error().message);
@@ -1000,7 +1000,7 @@ TEST_CASE("qcow2 target with -B: only the source's top layer is written") {
     write_file(t.p / "base.raw", base);
     auto create_over_base = [&](const std::filesystem::path& p) {
         Json o{{"size", std::to_string(size)}, {"backing_file", (t.p / "base.raw").string()}, {"backing_fmt", "raw"}};
-        auto st = create_image(CreateRequest{"qcow2", p.string(), o});
+        auto st = create_image(CreateRequest{.format = "qcow2", .filename = p.string(), .options = o});
         if (!st) FAIL(st.error().message);
         auto g = open_image(ImageSpec{p.string(), "qcow2", false}, OpenFlags{.read_only = false});
         if (!g) FAIL(g.error().message);

@@ -33,16 +33,16 @@ struct CreateRequest {
     std::string filename;           // path of the new image (a host file; "file:" prefix allowed)
     Json options = Json::object();  // -o KEY=VALUE pairs, values as given ("64k", "on")
     const ObjectStore* objects = nullptr;
-    std::optional<uint64_t> size;               // qemu-img create's SIZE argument (not with -o size)
-    std::optional<std::string> backing_file;    // -b: overrides -o backing_file
-    std::optional<std::string> backing_format;  // -F/-B: overrides -o backing_fmt
+    std::optional<uint64_t> size{};               // qemu-img create's SIZE argument (not with -o size)
+    std::optional<std::string> backing_file{};    // -b: overrides -o backing_file
+    std::optional<std::string> backing_format{};  // -F/-B: overrides -o backing_fmt
     // False (-u): the backing file is not opened, so its format and the size must be given.
     // True: it is opened read-only (relative names from the new image's directory) to check
     // it, to find its format for the error message, and to take the size from it.
     bool open_backing = true;
     // Called once the options are final (size from the backing file filled in), right before
     // anything is written: qemu-img prints its "Formatting ..." line here.
-    std::function<void(const CreateSummary&)> on_ready;
+    std::function<void(const CreateSummary&)> on_ready{};
 };
 
 struct DriverSpec {
