@@ -6,7 +6,9 @@ expect_eq "--list-drivers" "file
 null-co
 qcow2
 raw" "$("$BLKIMG" --list-drivers)"
-expect_eq "--list-commands" "info
+expect_eq "--list-commands" "convert
+create
+info
 map" "$("$BLKIMG" --list-commands)"
 expect_fail 1 "Command not found: frobnicate" "$BLKIMG" frobnicate
 expect_fail 1 "Not enough arguments" "$BLKIMG"
@@ -16,5 +18,9 @@ for c in info map; do
 done
 "$BLKIMG" info --help | grep -q -- "--backing-chain" || fail "info --help lacks --backing-chain"
 "$BLKIMG" map --help | grep -q -- "--start-offset" || fail "map --help lacks --start-offset"
+"$BLKIMG" convert --help | grep -q -- "--target-is-zero" || fail "convert --help lacks --target-is-zero"
+"$BLKIMG" create --help | grep -q -- "--backing-unsafe" || fail "create --help lacks --backing-unsafe"
+"$BLKIMG" --help | grep -q "convert" || fail "--help does not list convert"
+"$BLKIMG" --help | grep -q "create" || fail "--help does not list create"
 expect_fail 1 "filename is required|required" "$BLKIMG" info
 ok "top-level usage"
