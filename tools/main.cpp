@@ -1,4 +1,5 @@
 // blkimg: the command-line entry point; dispatches to one file per subcommand.
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -40,6 +41,9 @@ void usage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // A write past the file size limit (ulimit -f) fails with EFBIG and is reported as an
+    // error naming the file, as qemu-img does, instead of killing the process.
+    std::signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         blkimg::print_error("Not enough arguments (try 'blkimg --help')");
         return 1;

@@ -84,8 +84,18 @@ LAYOUTS=(
 for cs in 512 1k 2k 4k 8k 16k 32k 64k 128k 256k 512k 1M 2M; do LAYOUTS+=("-o cluster_size=$cs"); done
 LAYOUTS+=("-c -o cluster_size=4k" "-c -o compression_type=zstd,cluster_size=2M")
 
+# Every variant in every layout; under the sanitizers (ten times slower) every variant in a
+# rotating fifth of the layouts, so each layout still meets several variants.
+stride=1
+[ -n "${BLK_ASAN:-}" ] && stride=5
+vi=0
 for img in $VARIANTS; do
+    vi=$((vi + 1))
+    li=0 done_layouts=0
     for layout in "${LAYOUTS[@]}"; do
+        li=$((li + 1))
+        [ $(((li + vi) % stride)) = 0 ] || continue
+        done_layouts=$((done_layouts + 1))
         if big "$img"; then case "$layout" in *preallocation=f* | "-S 0") continue ;; esac; fi
         rm -f out.qcow2
         if big "$img"; then
@@ -109,7 +119,7 @@ for img in $VARIANTS; do
                 "$(qemu-img info --output=json out.qcow2 | grep '"virtual-size"')"
         fi
     done
-    ok "$img converts to qcow2 in ${#LAYOUTS[@]} layouts"
+    ok "$img converts to qcow2 in $done_layouts layouts"
 done
 
 # Compressed output really is compressed (most clusters of the text image).
