@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Times `blkimg convert` against `qemu-img convert` side by side in one run, with
 # `cp --sparse=always` of the raw image as the floor, and prints a markdown table: median wall
-# time, median CPU time (user+sys), peak RSS, output size and the ratios.
+# time, median CPU time (user+sys), peak RSS, output size and the ratios (two for each: the
+# ratio of the medians, and "paired", the median of the ratios within each round).
 #
 # usage: tests/bench/bench_convert.sh [BLKIMG|none] [RUNS]      (not a test)
 #   BLKIMG  the blkimg binary (default build/tools/blkimg); "none" times only qemu-img and cp
@@ -230,15 +231,22 @@ def fmt(x, spec="%.2f"):
 def ratio(a, b):
     return "–" if a is None or b is None or b == 0 else "%.2f" % (a / b)
 
+# The median of the per-round ratios: the tools of one round run within seconds of each other,
+# so a slow spell of the shared machine (all three tools 2-3x slower for minutes) cancels out
+# of each round's ratio instead of deciding which tool's median lands in it.
+def paired(a, b):
+    rs = [x / y for x, y in zip(a, b) if y > 0]
+    return "–" if not rs else "%.2f" % statistics.median(rs)
+
 print()
 print("%s; %s; %d CPUs; load average at the end %s; SIZE=%s; %d rounds per case" % (
     qemu_version(), ("blkimg " + blkimg) if have_blk else "blkimg not timed", os.cpu_count(),
     " ".join(open("/proc/loadavg").read().split()[:3]), size, runs))
 print()
-print("| case | qemu-img wall (s) | blkimg wall (s) | blkimg / qemu-img | cp wall (s) | blkimg / cp "
+print("| case | qemu-img wall (s) | blkimg wall (s) | blkimg / qemu-img | paired | cp wall (s) | blkimg / cp | paired "
       "| qemu-img CPU (s) | blkimg CPU (s) | qemu-img peak RSS (MiB) | blkimg peak RSS (MiB) "
       "| qemu-img output (MiB) | blkimg output (MiB) | output blkimg / qemu-img |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 cp_walls = []
 for case, stats in results:
     q = stats["qemu-img"]
@@ -247,12 +255,13 @@ for case, stats in results:
     cp_walls += c["wall"]
     qs = q["size"] / 2**20 if q["size"] is not None else None
     bs = b["size"] / 2**20 if b["size"] is not None else None
-    print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+    print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
         case[1], fmt(med(q["wall"])), fmt(med(b["wall"])), ratio(med(b["wall"]), med(q["wall"])),
-        fmt(med(c["wall"])), ratio(med(b["wall"]), med(c["wall"])),
+        paired(b["wall"], q["wall"]),
+        fmt(med(c["wall"])), ratio(med(b["wall"]), med(c["wall"])), paired(b["wall"], c["wall"]),
         fmt(med(q["cpu"])), fmt(med(b["cpu"])),
         fmt(max(q["rss"]) / 1024 if q["rss"] else None, "%.1f"), fmt(max(b["rss"]) / 1024 if b["rss"] else None, "%.1f"),
         fmt(qs, "%.1f"), fmt(bs, "%.1f"), "–" if bs is None else "%.3f" % (bs / qs)))
 if cp_walls:
-    print("| cp --sparse=always image.raw (the floor, all rounds) | | | | %s | | | | | | | | |" % fmt(med(cp_walls)))
+    print("| cp --sparse=always image.raw (the floor, all rounds) | | | | | %s | | | | | | | | | |" % fmt(med(cp_walls)))
 PY
