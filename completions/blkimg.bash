@@ -31,7 +31,15 @@ _blkimg() {
             COMPREPLY=($(compgen -W "none off writeback writethrough directsync unsafe" -- "$cur"))
             return ;;
         -o|--target-format-options)
-            COMPREPLY=($(compgen -W "help" -- "$cur"))
+            # Create options of the target format (-O, raw by default), as for create -o.
+            local fmt=raw
+            for ((i = 2; i < COMP_CWORD; i++)); do
+                case "${COMP_WORDS[i]}" in
+                    -O|--target-format) fmt="${COMP_WORDS[i+1]}" ;;
+                    --target-format=*) fmt="${COMP_WORDS[i]#--target-format=}" ;;
+                esac
+            done
+            _blkimg_option_keys "$fmt" "$cur"
             return ;;
         -b|-B|--backing)
             COMPREPLY=($(compgen -f -- "$cur"))
@@ -61,6 +69,16 @@ _blkimg() {
         COMPREPLY=($(compgen -f -- "$cur"))
     fi
 }
+# -o KEY= names of format $1 from `blkimg create -f FMT -o help`, completing $2 after its
+# last comma (create -o and convert -o).
+_blkimg_option_keys() {
+    local fmt=$1 cur=$2 keys head="" word=$2
+    if [[ "$cur" == *,* ]]; then head="${cur%,*},"; word="${cur##*,}"; fi
+    keys=$("${COMP_WORDS[0]}" create -f "$fmt" -o help /dev/null 2>/dev/null | sed -n 's/^  \([a-z_.-]*\)=.*/\1=/p')
+    [ -n "$keys" ] || keys="size= preallocation= cluster_size= compat= backing_file= backing_fmt= help"
+    COMPREPLY=($(compgen -P "$head" -W "$keys help" -- "$word"))
+    compopt -o nospace 2>/dev/null
+}
 # create: flags, formats, backing files, and -o KEY= names taken from `blkimg create -o help`.
 _blkimg_create() {
     local cur=$1 prev=$2 fmt=raw i
@@ -77,12 +95,7 @@ _blkimg_create() {
             COMPREPLY=($(compgen -W "$drivers" -- "$cur"))
             return ;;
         -o|--options)
-            local keys head="" word=$cur
-            if [[ "$cur" == *,* ]]; then head="${cur%,*},"; word="${cur##*,}"; fi
-            keys=$("${COMP_WORDS[0]}" create -f "$fmt" -o help /dev/null 2>/dev/null | sed -n 's/^  \([a-z_.-]*\)=.*/\1=/p')
-            [ -n "$keys" ] || keys="size= preallocation= cluster_size= compat= backing_file= backing_fmt= help"
-            COMPREPLY=($(compgen -P "$head" -W "$keys help" -- "$word"))
-            compopt -o nospace 2>/dev/null
+            _blkimg_option_keys "$fmt" "$cur"
             return ;;
         -b|--backing)
             COMPREPLY=($(compgen -f -- "$cur"))

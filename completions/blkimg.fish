@@ -46,7 +46,7 @@ complete -c blkimg -n $cv -l skip-broken-bitmaps -d 'skip broken bitmaps (not su
 complete -c blkimg -n $cv -l salvage -d 'read errors become zeroes'
 complete -c blkimg -n $cv -s O -l target-format -x -a '(__blkimg_drivers)' -d 'format of the target'
 complete -c blkimg -n $cv -l target-image-opts -d 'target is dotted image options'
-complete -c blkimg -n $cv -s o -l target-format-options -x -a help -d 'create options of the target'
+complete -c blkimg -n $cv -s o -l target-format-options -x -a '(__blkimg_create_options -O --target-format)' -d 'create options of the target (-o help lists them)'
 complete -c blkimg -n $cv -s t -l target-cache -x -a $caches -d 'cache mode of the target'
 complete -c blkimg -n $cv -s b -s B -l backing -r -d 'backing file of the new target'
 complete -c blkimg -n $cv -s F -l backing-format -x -a '(__blkimg_drivers)' -d 'format of the backing file'
@@ -65,17 +65,21 @@ complete -c blkimg -n $cv -l object -x -d 'define an object'
 complete -c blkimg -n $cv -l progress-fd -x -d 'write JSON progress lines to this descriptor'
 complete -c blkimg -n $cv -s h -l help -d 'show help'
 
-# create: -o KEY= names come from `blkimg create -f FMT -o help`.
+# -o KEY= names come from `blkimg create -f FMT -o help`; FMT follows the flags given as
+# arguments (create: -f --format; convert: -O --target-format).
 function __blkimg_create_options
+    set -l flags $argv
+    test (count $flags) -gt 0; or set flags -f --format
     set -l fmt raw
     set -l words (commandline -opc)
     for i in (seq (count $words))
-        if contains -- $words[$i] -f --format; and test $i -lt (count $words)
+        if contains -- $words[$i] $flags; and test $i -lt (count $words)
             set fmt $words[(math $i + 1)]
         end
     end
     set -l tok (commandline -ct)
-    set -l head (string match -r '^.*,' -- $tok)
+    # No comma yet: an empty string, not an empty list (which would make $head$key empty).
+    set -l head (string match -r '^.*,' -- $tok; or echo '')
     for key in (blkimg create -f $fmt -o help /dev/null 2>/dev/null | string replace -rf '^  ([a-z_.-]+)=.*' '$1=') help
         echo $head$key
     end

@@ -31,6 +31,9 @@ expect_eq "bash: create -o keys from the schema" "cluster_size=" "$(bash_complet
 expect_eq "bash: create -o keys after a comma" "size=1M,lazy_refcounts=" "$(bash_complete blkimg create -f qcow2 -o size=1M,lazy)"
 expect_eq "bash: create -o keys of the host file" "extent_size_hint=" "$(bash_complete blkimg create -f raw -o ext)"
 expect_eq "bash: backing formats" "qcow2" "$(bash_complete blkimg create -b base -B qc)"
+expect_eq "bash: convert -o keys of the -O format" "compression_type=" "$(bash_complete blkimg convert -O qcow2 -o compr)"
+expect_eq "bash: convert -o keys after a comma" "cluster_size=1M,lazy_refcounts=" "$(bash_complete blkimg convert --target-format=qcow2 -o cluster_size=1M,lazy)"
+[ -z "$(bash_complete blkimg convert -O raw -o compr)" ] || fail "bash offers qcow2 keys for convert -O raw -o"
 ok "bash completion"
 
 # Every flag in --help appears in every completion file.
@@ -60,6 +63,10 @@ if command -v fish >/dev/null; then
     echo "$out" | grep -q "^info" || fail "fish does not complete info: $out"
     out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg create -f qcow2 -o size=1M,clu'")
     echo "$out" | grep -q "^size=1M,cluster_size=" || fail "fish does not complete create -o keys: $out"
+    out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg create -f qcow2 -o clu'")
+    echo "$out" | grep -q "^cluster_size=" || fail "fish does not complete the first create -o key: $out"
+    out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg convert -O qcow2 -o compr'")
+    echo "$out" | grep -q "^compression_type=" || fail "fish does not complete convert -o keys: $out"
     ok "fish completion"
 fi
 
