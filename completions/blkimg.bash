@@ -32,14 +32,7 @@ _blkimg() {
             return ;;
         -o|--target-format-options)
             # Create options of the target format (-O, raw by default), as for create -o.
-            local fmt=raw
-            for ((i = 2; i < COMP_CWORD; i++)); do
-                case "${COMP_WORDS[i]}" in
-                    -O|--target-format) fmt="${COMP_WORDS[i+1]}" ;;
-                    --target-format=*) fmt="${COMP_WORDS[i]#--target-format=}" ;;
-                esac
-            done
-            _blkimg_option_keys "$fmt" "$cur"
+            _blkimg_option_keys -O --target-format "$cur"
             return ;;
         -b|-B|--backing)
             COMPREPLY=($(compgen -f -- "$cur"))
@@ -69,10 +62,17 @@ _blkimg() {
         COMPREPLY=($(compgen -f -- "$cur"))
     fi
 }
-# -o KEY= names of format $1 from `blkimg create -f FMT -o help`, completing $2 after its
-# last comma (create -o and convert -o).
+# -o KEY= names from `blkimg create -f FMT -o help`, completing $3 after its last comma. FMT
+# follows the flag $1 or $2 on the command line (raw if neither): -f --format for create -o,
+# -O --target-format for convert -o.
 _blkimg_option_keys() {
-    local fmt=$1 cur=$2 keys head="" word=$2
+    local short=$1 long=$2 cur=$3 fmt=raw i keys head="" word=$3
+    for ((i = 2; i < COMP_CWORD; i++)); do
+        case "${COMP_WORDS[i]}" in
+            "$short"|"$long") fmt="${COMP_WORDS[i+1]}" ;;
+            "$long"=*) fmt="${COMP_WORDS[i]#"$long"=}" ;;
+        esac
+    done
     if [[ "$cur" == *,* ]]; then head="${cur%,*},"; word="${cur##*,}"; fi
     keys=$("${COMP_WORDS[0]}" create -f "$fmt" -o help /dev/null 2>/dev/null | sed -n 's/^  \([a-z_.-]*\)=.*/\1=/p')
     [ -n "$keys" ] || keys="size= preallocation= cluster_size= compat= backing_file= backing_fmt= help"
@@ -81,13 +81,7 @@ _blkimg_option_keys() {
 }
 # create: flags, formats, backing files, and -o KEY= names taken from `blkimg create -o help`.
 _blkimg_create() {
-    local cur=$1 prev=$2 fmt=raw i
-    for ((i = 2; i < COMP_CWORD; i++)); do
-        case "${COMP_WORDS[i]}" in
-            -f|--format) fmt="${COMP_WORDS[i+1]}" ;;
-            --format=*) fmt="${COMP_WORDS[i]#--format=}" ;;
-        esac
-    done
+    local cur=$1 prev=$2
     case "$prev" in
         -f|--format|-F|-B|--backing-format)
             local drivers
@@ -95,7 +89,7 @@ _blkimg_create() {
             COMPREPLY=($(compgen -W "$drivers" -- "$cur"))
             return ;;
         -o|--options)
-            _blkimg_option_keys "$fmt" "$cur"
+            _blkimg_option_keys -f --format "$cur"
             return ;;
         -b|--backing)
             COMPREPLY=($(compgen -f -- "$cur"))
