@@ -38,8 +38,9 @@
 # that runs right after the previous output was deleted gets already-backed pages and writes
 # its output up to 4x faster than one that runs later (measured here: 0.5 s against 2.4 s for
 # the same blkimg raw -> qcow2), so without the pause each time is a coin flip between two
-# modes; with it every command starts from the same state. Wall time comes from a monotonic clock, CPU time and
-# peak RSS from /usr/bin/time. Each tool's first output of each case is checked before any
+# modes. The pause removes that effect but not the machine's slow spells (minutes in which
+# every tool takes 2 to 3 times as long), hence the paired ratios. Wall time comes from a
+# monotonic clock, CPU time and peak RSS from /usr/bin/time. Each tool's first output of each case is checked before any
 # number is reported: qemu-img compare against the source, qemu-img check for qcow2 targets,
 # compressed clusters present (and the zstd type) for -c targets; a failed check stops the
 # benchmark. qemu-img convert writes with cache=unsafe by default (no fsync at the end), as
