@@ -21,6 +21,7 @@
 #include <optional>
 #include <thread>
 
+#include "blk/mapped.h"
 #include "copy_plan.h"
 #include "zero_scan.h"
 
@@ -78,6 +79,7 @@ struct Op {
 // steady state allocates nothing but what compress_cluster returns.
 struct Slot {
     Buffer buf;
+    MappedBytes map;  // the source's bytes in place, instead of buf (see Engine::map_source)
     Request req;
     uint64_t seq = 0;
     bool offload = false;  // copy_file_range at write time
@@ -89,6 +91,7 @@ struct Slot {
     uint64_t skip_bytes = 0;
 
     void reset() {
+        map.reset();
         offload = false;
         ops.clear();
         ccs.clear();
@@ -140,9 +143,11 @@ private:
     void release_slot(Slot* s);
     void submit(Slot* s);
     Status prepare(Slot& s);
-    Status prepare_read(Slot& s);
+    Status prepare_read(Slot& s, bool may_map = true);
+    bool map_source(Slot& s);
     Status prepare_compressed(Slot& s, std::span<const std::byte> data, bool zero_source);
     Status execute(Slot& s);
+    Status execute_ops(Slot& s);
     Status offload(Slot& s);
     Status read_guest(uint64_t off, std::span<std::byte> buf);
     void salvage_read(const PlanSource& src, uint64_t soff, std::span<std::byte> buf);
@@ -163,6 +168,8 @@ private:
     unsigned nthreads_ = 0;
     uint64_t cluster_ = 0;  // compression: the target's cluster size
     std::vector<int> src_fds_;  // -C: host fds of the sources, in source order
+    // Sources that lent no bytes in place (map_range failed): read from then on.
+    std::unique_ptr<std::atomic<bool>[]> unmappable_;
     int target_fd_ = -1;
     std::atomic<bool> offload_ok_{false};
 
@@ -289,6 +296,7 @@ Status Engine::setup() {
         offload_ok_ = ok;
     }
 
+    unmappable_ = std::make_unique<std::atomic<bool>[]>(cfg_.sources.size());
     slots_.resize(nslots_);
     for (Slot& s : slots_) free_.push_back(&s);
     ring_.assign(nslots_, nullptr);
@@ -410,16 +418,45 @@ Status Engine::prepare_compressed(Slot& s, std::span<const std::byte> data, bool
     return {};
 }
 
-Status Engine::prepare_read(Slot& s) {
+// Borrows the request's bytes from its source where they lie (a mapping of the host file's
+// page cache), so they are not copied into the slot's buffer first: the target's write
+// (or the compressor) reads them in place. Only within one source, and not with
+// --salvage, which needs read()'s errors sector by sector.
+bool Engine::map_source(Slot& s) {
     const Request& q = s.req;
-    if (!s.buf) {
-        size_t bytes = (req_size_ + kBufferAlign - 1) / kBufferAlign * kBufferAlign;
-        s.buf.reset(static_cast<std::byte*>(std::aligned_alloc(kBufferAlign, bytes)));
-        if (!s.buf) return make_error(ENOMEM, "copy: out of memory");
-        buffer_bytes_ += bytes;
+    if (o_.salvage) return false;
+    const auto& srcs = cfg_.sources;
+    size_t i = 0;
+    while (i + 1 < srcs.size() && q.off >= srcs[i].start + srcs[i].size) ++i;
+    const PlanSource& src = srcs[i];
+    if (q.off + q.len > src.start + src.size || unmappable_[i].load(std::memory_order_relaxed)) return false;
+    auto m = src.node->map_range(q.off - src.start, q.len);
+    if (!m) {
+        // Not this node (ENOTSUP), or not now (mmap failed): read, and stop asking a node
+        // that cannot lend anything.
+        if (m.error().code == ENOTSUP && q.off + q.len < src.start + src.size) unmappable_[i].store(true, std::memory_order_relaxed);
+        return false;
     }
-    std::span<std::byte> data(s.buf.get(), q.len);
-    if (auto st = read_guest(q.off, data); !st) return read_error(q.off, st.error().code);
+    s.map = std::move(*m);
+    return true;
+}
+
+Status Engine::prepare_read(Slot& s, bool may_map) {
+    const Request& q = s.req;
+    std::span<const std::byte> data;
+    if (may_map && map_source(s)) {
+        data = s.map.bytes();
+    } else {
+        if (!s.buf) {
+            size_t bytes = (req_size_ + kBufferAlign - 1) / kBufferAlign * kBufferAlign;
+            s.buf.reset(static_cast<std::byte*>(std::aligned_alloc(kBufferAlign, bytes)));
+            if (!s.buf) return make_error(ENOMEM, "copy: out of memory");
+            buffer_bytes_ += bytes;
+        }
+        std::span<std::byte> buf(s.buf.get(), q.len);
+        if (auto st = read_guest(q.off, buf); !st) return read_error(q.off, st.error().code);
+        data = buf;
+    }
     if (cluster_) {
         auto st = prepare_compressed(s, data, false);
         if (!st) return write_error(q.off, st.error().code);
@@ -552,6 +589,23 @@ Status Engine::execute(Slot& s) {
         for (const Op& op : s.ops) bytes += op.len;
         BLK_TRY(wait_rate(bytes));
     }
+    Status st = execute_ops(s);
+    if (!s.map.empty() && !s.map.intact()) {
+        // Pages of the borrowed source bytes went away while they were used (the file shrank,
+        // or reading a page failed): zeroes stood in for them, in the target too. Do the
+        // request again through read(), which reports the error or reads what is there now.
+        s.reset();
+        BLK_TRY(prepare_read(s, false));
+        st = execute_ops(s);
+    }
+    BLK_TRY(st);
+    data_bytes_ += s.data_bytes;
+    zero_bytes_ += s.zero_bytes;
+    skip_bytes_ += s.skip_bytes;
+    return {};
+}
+
+Status Engine::execute_ops(Slot& s) {
     for (const Op& op : s.ops) {
         Status st;
         switch (op.kind) {
@@ -567,9 +621,6 @@ Status Engine::execute(Slot& s) {
         }
         if (!st) return write_error(s.req.off, st.error().code);
     }
-    data_bytes_ += s.data_bytes;
-    zero_bytes_ += s.zero_bytes;
-    skip_bytes_ += s.skip_bytes;
     return {};
 }
 

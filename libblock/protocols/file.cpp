@@ -134,8 +134,13 @@ Status resize_file(int fd, const std::string& path, uint64_t old_size, uint64_t 
 
 class FileNode final : public Node {
 public:
-    FileNode(Json opts, std::string path, Fd fd, uint64_t size, bool read_only, bool regular, bool no_flush)
-        : Node("file", std::move(opts)), path_(std::move(path)), fd_(std::move(fd)), regular_(regular), no_flush_(no_flush) {
+    FileNode(Json opts, std::string path, Fd fd, uint64_t size, uint64_t mappable, bool read_only, bool regular, bool no_flush)
+        : Node("file", std::move(opts)),
+          path_(std::move(path)),
+          fd_(std::move(fd)),
+          regular_(regular),
+          no_flush_(no_flush),
+          mappable_(read_only ? mappable : 0) {
         size_ = size;
         read_only_ = read_only;
     }
@@ -188,6 +193,12 @@ protected:
             done += static_cast<size_t>(n);
         }
         return {};
+    }
+
+    Result<MappedBytes> do_map_range(uint64_t off, uint64_t len) override {
+        // Past the real end (the partial last sector read() pads) there are no pages to map.
+        if (off >= mappable_ || len > mappable_ - off) return Node::do_map_range(off, len);
+        return MappedBytes::map(fd_.get(), off, len).context(path_);
     }
 
     Status do_write(uint64_t off, std::span<const std::byte> buf) override {
@@ -275,6 +286,8 @@ private:
     Fd fd_;
     bool regular_;
     bool no_flush_;  // cache.no-flush: flushes do not reach the disk (qemu's cache=unsafe)
+    // Bytes map_range may lend: a read-only regular file's or block device's real size, else 0.
+    uint64_t mappable_;
     std::mutex hint_mu_;
     uint64_t data_hint_ = UINT64_MAX;  // an offset SEEK_DATA last returned
 };
@@ -310,6 +323,7 @@ Result<std::shared_ptr<Node>> open_file(OpenContext& ctx, const Json& opts) {
         if (end < 0) return errno_error(errno, "Could not get size of '" + path + "'");
         size = static_cast<uint64_t>(end);
     }
+    const uint64_t mappable = S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) ? size : 0;
     // qemu sizes every node in whole 512-byte sectors; a partial last sector reads as zeroes.
     size = (size + kSectorSize - 1) / kSectorSize * kSectorSize;
     bool no_flush = false;
@@ -317,7 +331,7 @@ Result<std::shared_ptr<Node>> open_file(OpenContext& ctx, const Json& opts) {
         BLK_TRY_ASSIGN(auto nf, opt_bool(*c, "no-flush"));
         no_flush = nf.value_or(false);
     }
-    return std::shared_ptr<Node>(std::make_shared<FileNode>(opts, path, std::move(f), size, ro, S_ISREG(st.st_mode), no_flush));
+    return std::shared_ptr<Node>(std::make_shared<FileNode>(opts, path, std::move(f), size, mappable, ro, S_ISREG(st.st_mode), no_flush));
 }
 
 // Sets the XFS-style extent size hint; filesystems without it ignore the request, as qemu's
