@@ -168,8 +168,6 @@ private:
     unsigned nthreads_ = 0;
     uint64_t cluster_ = 0;  // compression: the target's cluster size
     std::vector<int> src_fds_;  // -C: host fds of the sources, in source order
-    // Sources that lent no bytes in place (map_range failed): read from then on.
-    std::unique_ptr<std::atomic<bool>[]> unmappable_;
     int target_fd_ = -1;
     std::atomic<bool> offload_ok_{false};
 
@@ -296,7 +294,6 @@ Status Engine::setup() {
         offload_ok_ = ok;
     }
 
-    unmappable_ = std::make_unique<std::atomic<bool>[]>(cfg_.sources.size());
     slots_.resize(nslots_);
     for (Slot& s : slots_) free_.push_back(&s);
     ring_.assign(nslots_, nullptr);
@@ -421,7 +418,9 @@ Status Engine::prepare_compressed(Slot& s, std::span<const std::byte> data, bool
 // Borrows the request's bytes from its source where they lie (a mapping of the host file's
 // page cache), so they are not copied into the slot's buffer first: the target's write
 // (or the compressor) reads them in place. Only within one source, and not with
-// --salvage, which needs read()'s errors sector by sector.
+// --salvage, which needs read()'s errors sector by sector. Asking costs next to nothing
+// (a node that cannot lend says so at once), so every request asks: a qcow2 source lends
+// some ranges and not others.
 bool Engine::map_source(Slot& s) {
     const Request& q = s.req;
     if (o_.salvage) return false;
@@ -429,14 +428,9 @@ bool Engine::map_source(Slot& s) {
     size_t i = 0;
     while (i + 1 < srcs.size() && q.off >= srcs[i].start + srcs[i].size) ++i;
     const PlanSource& src = srcs[i];
-    if (q.off + q.len > src.start + src.size || unmappable_[i].load(std::memory_order_relaxed)) return false;
+    if (q.off + q.len > src.start + src.size) return false;
     auto m = src.node->map_range(q.off - src.start, q.len);
-    if (!m) {
-        // Not this node (ENOTSUP), or not now (mmap failed): read, and stop asking a node
-        // that cannot lend anything.
-        if (m.error().code == ENOTSUP && q.off + q.len < src.start + src.size) unmappable_[i].store(true, std::memory_order_relaxed);
-        return false;
-    }
+    if (!m) return false;  // read() then; it reports any real error
     s.map = std::move(*m);
     return true;
 }

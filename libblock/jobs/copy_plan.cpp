@@ -41,11 +41,15 @@ Result<Planner::Run> Planner::query(uint64_t pos) {
     uint64_t n = want;
     unsigned flags = 0;
     uint64_t bytes = 0;
+    const Node* host = nullptr;
+    uint64_t host_off = 0;
     for (;;) {
         auto r = block_status_above(s.node, s.base, soff, n);
         if (r) {
             flags = r->status.flags;
             bytes = r->status.bytes;
+            host = r->status.file;
+            host_off = r->status.offset;
             break;
         }
         const int code = r.error().code;
@@ -66,7 +70,17 @@ Result<Planner::Run> Planner::query(uint64_t pos) {
         uint64_t quarter = (n + 3) / 4;
         n = std::min(want, std::max(kSalvageSector, (quarter + kSalvageSector - 1) / kSalvageSector * kSalvageSector));
     }
-    return Run{pos, pos + bytes, classify(flags, pos)};
+    Run run{pos, pos + bytes, classify(flags, pos)};
+    if (flags & kStatusOffsetValid) {
+        run.host = host;
+        run.host_off = host_off;
+    }
+    return run;
+}
+
+bool Planner::contiguous(const Run& prev, const Run& next) {
+    if (!prev.host || !next.host) return !prev.host && !next.host;
+    return next.host == prev.host && next.host_off == prev.host_off + (next.start - prev.start);
 }
 
 Result<Planner::Run> Planner::run_at(uint64_t pos) {
@@ -95,13 +109,18 @@ Result<std::optional<Request>> Planner::next_plain() {
         const uint64_t limit = std::min(pos_ - pos_ % unit + unit, cfg_.total);
         uint64_t end = std::min(r.end, limit);
         bool changed = false;
+        Run last = r;
         while (end < limit) {
             BLK_TRY_ASSIGN(Run n, run_at(end));
             if (n.action != a) {
                 changed = true;
                 break;
             }
+            // Still data, but elsewhere on the host (another layer, another place): a cut
+            // inside the data, not an edge of it.
+            if (a == Action::Read && !contiguous(last, n)) break;
             end = std::min(n.end, limit);
+            last = n;
         }
         Request q;
         q.off = pos_;

@@ -60,7 +60,9 @@ struct Request {
 // Not thread-safe: the engine calls it under its planning lock. Asks block status in
 // ranges as large as the source allows and merges neighbouring runs with the same action
 // (across backing layers and across sources), so the number of requests follows the
-// data, not the image size.
+// data, not the image size. A Read request (without compression) also ends where the
+// source's bytes stop being contiguous on one host node, so that the source can lend the
+// request's bytes in place (Node::map_range) instead of assembling them in a buffer.
 class Planner {
 public:
     explicit Planner(const PlanConfig& cfg) : cfg_(cfg) {}
@@ -75,7 +77,12 @@ private:
         uint64_t start = 0;
         uint64_t end = 0;
         Action action = Action::Read;
+        const Node* host = nullptr;  // where the bytes lie, if the source says (kStatusOffsetValid)
+        uint64_t host_off = 0;       // of `start`
     };
+    // True if `next` (which starts where `prev` ends) lies right behind `prev` on the same
+    // host node, or neither says where it lies.
+    static bool contiguous(const Run& prev, const Run& next);
     // The run of one block-status answer that contains `pos` (pos < total).
     Result<Run> run_at(uint64_t pos);
     Result<Run> query(uint64_t pos);

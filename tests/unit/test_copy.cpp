@@ -884,6 +884,51 @@ TEST_CASE("a lost mapping whose redo cannot read fails with the read error at th
     CHECK(r.error().message == "error while reading at byte 2097152: Input/output error");
 }
 
+namespace {
+
+// A data source whose block status says where its bytes lie on a host node: each piece
+// of `layout` (guest start, host offset; UINT64_MAX: not said) runs to the next piece.
+class HostedNode : public ExtentNode {
+public:
+    explicit HostedNode(uint64_t size) : ExtentNode(size) { set(0, size, Data); }
+    std::vector<std::pair<uint64_t, uint64_t>> layout;
+
+protected:
+    Result<BlockStatus> do_block_status(uint64_t off, uint64_t bytes) override {
+        BLK_TRY_ASSIGN(BlockStatus st, ExtentNode::do_block_status(off, bytes));
+        for (size_t i = 0; i < layout.size(); ++i) {
+            const uint64_t start = layout[i].first;
+            const uint64_t end = i + 1 < layout.size() ? layout[i + 1].first : size();
+            if (off < start || off >= end) continue;
+            st.bytes = std::min(st.bytes, end - off);
+            if (layout[i].second != UINT64_MAX) {
+                st.flags |= kStatusOffsetValid;
+                st.file = this;
+                st.offset = layout[i].second + (off - start);
+            }
+        }
+        return st;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a data request ends where the source's bytes jump on the host, and only there") {
+    HostedNode src(4 * MiB);
+    // 0: host 0; 1M: host 1M (contiguous, only a new block-status run); 1.5M: host 8M
+    // (a jump); 3M: nowhere said.
+    src.layout = {{0, 0}, {1 * MiB, 1 * MiB}, {1 * MiB + 512 * KiB, 8 * MiB}, {3 * MiB, UINT64_MAX}};
+    std::memset(src.data().data() + 512 * KiB, 0, 256 * KiB);  // a zero run inside the data
+    RecordNode dst(4 * MiB);
+    blktest::fill_pattern(dst.data(), 7);
+    auto o = options({&src}, &dst);
+    copy_ok(o);
+    // The first 2 MiB request is cut at the jump (and not at 1M); 3M cuts the second.
+    CHECK_LOG(dst, W(0, 512 * KiB), Z(512 * KiB, 256 * KiB), W(768 * KiB, 768 * KiB), W(1 * MiB + 512 * KiB, 512 * KiB),
+              W(2 * MiB, 1 * MiB), W(3 * MiB, 1 * MiB), F());
+    CHECK(dst.data() == content(src));
+}
+
 TEST_CASE("nothing to copy: the target is flushed and progress ends at 0 of 0") {
     auto src = std::make_shared<ExtentNode>(0);
     RecordNode dst(4096);

@@ -161,3 +161,74 @@ TEST_CASE("map_range: read-only files lend their real bytes; raw windows shift; 
     CHECK(std::memcmp(w->bytes().data(), b.data() + 4096 + 100, 200) == 0);
 
 }
+
+namespace {
+
+struct TempDir {
+    std::filesystem::path p;
+    TempDir() {
+        char tmpl[] = "/tmp/blk-mapped-XXXXXX";
+        REQUIRE(::mkdtemp(tmpl));
+        p = tmpl;
+    }
+    ~TempDir() { std::filesystem::remove_all(p); }
+    std::string operator/(const char* name) const { return (p / name).string(); }
+};
+
+Graph open_qcow2(const std::string& path, bool rw) {
+    auto g = open_image(ImageSpec{path, "qcow2", false}, OpenFlags{.read_only = !rw});
+    REQUIRE_MESSAGE(g, (g ? "" : g.error().message));
+    return *g;
+}
+
+}  // namespace
+
+TEST_CASE("qcow2 lends one run of data clusters from its file, and what it leaves to a backing file that lends") {
+    constexpr uint64_t cs = 64 * 1024;
+    TempDir t;
+    REQUIRE(create_image(CreateRequest{.format = "qcow2", .filename = t / "base.qcow2", .size = 32 * cs}));
+    REQUIRE(create_image(CreateRequest{.format = "qcow2",
+                                       .filename = t / "top.qcow2",
+                                       .backing_file = "base.qcow2",
+                                       .backing_format = "qcow2"}));
+    auto base_bytes = pattern(8 * cs);
+    auto top_bytes = pattern(3 * cs);
+    for (auto& b : top_bytes) b = ~b;
+    {
+        Graph base = open_qcow2(t / "base.qcow2", true);
+        REQUIRE(base.root->write(0, base_bytes));
+        REQUIRE(base.root->flush());
+    }
+    {
+        Graph top = open_qcow2(t / "top.qcow2", true);
+        Node& n = *top.root;
+        REQUIRE(n.write(2 * cs, std::span(top_bytes).first(2 * cs)));
+        REQUIRE(n.write_zeroes(5 * cs, cs, 0));
+        auto cc = n.compress_cluster(std::span(top_bytes).subspan(2 * cs, cs));
+        REQUIRE(cc);
+        REQUIRE(n.write_compressed(6 * cs, cs, *cc));
+        REQUIRE(n.flush());
+    }
+    Graph top = open_qcow2(t / "top.qcow2", false);
+    Node& n = *top.root;
+
+    auto own = n.map_range(2 * cs + 100, 2 * cs - 200);  // this layer's two clusters
+    REQUIRE_MESSAGE(own, (own ? "" : own.error().message));
+    CHECK(std::memcmp(own->bytes().data(), top_bytes.data() + 100, 2 * cs - 200) == 0);
+
+    auto below = n.map_range(cs, cs);  // left to the backing file, which holds it
+    REQUIRE(below);
+    CHECK(std::memcmp(below->bytes().data(), base_bytes.data() + cs, cs) == 0);
+
+    auto not_lent = [&](uint64_t off, uint64_t len) {
+        CAPTURE(off);
+        CAPTURE(len);
+        auto r = n.map_range(off, len);
+        REQUIRE_FALSE(r);
+        CHECK(r.error().code == ENOTSUP);
+    };
+    not_lent(cs, 2 * cs);       // crosses from the backing file into this layer
+    not_lent(5 * cs, cs);       // a zero cluster
+    not_lent(6 * cs, cs);       // a compressed cluster
+    not_lent(16 * cs, cs);      // unallocated all the way down: zeroes
+}
