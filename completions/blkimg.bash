@@ -21,7 +21,7 @@ _blkimg() {
     case "$prev" in
         -f|--format|--source-format|-O|--target-format|-F|--backing-format)
             local drivers
-            drivers=$("${COMP_WORDS[0]}" --list-drivers 2>/dev/null) || drivers="file null-co qcow2 raw"
+            drivers=$("${COMP_WORDS[0]}" --list-drivers 2>/dev/null) || drivers="file null-co preallocate qcow2 raw"
             COMPREPLY=($(compgen -W "$drivers" -- "$cur"))
             return ;;
         --output)
@@ -85,7 +85,7 @@ _blkimg_create() {
     case "$prev" in
         -f|--format|-F|-B|--backing-format)
             local drivers
-            drivers=$("${COMP_WORDS[0]}" --list-drivers 2>/dev/null) || drivers="file null-co qcow2 raw"
+            drivers=$("${COMP_WORDS[0]}" --list-drivers 2>/dev/null) || drivers="file null-co preallocate qcow2 raw"
             COMPREPLY=($(compgen -W "$drivers" -- "$cur"))
             return ;;
         -o|--options)

@@ -10,7 +10,7 @@ function __blkimg_no_command
 end
 
 function __blkimg_drivers
-    blkimg --list-drivers 2>/dev/null; or printf '%s\n' file null-co qcow2 raw
+    blkimg --list-drivers 2>/dev/null; or printf '%s\n' file null-co preallocate qcow2 raw
 end
 
 complete -c blkimg -f -n __blkimg_no_command -a convert -d 'copy images into a new or existing image'

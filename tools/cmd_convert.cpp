@@ -146,6 +146,17 @@ void apply_cache_mode(blk::Json& node, bool no_flush) {
     }
 }
 
+// A new qcow2 image grows as its clusters are allocated, and the file system would then
+// allocate blocks behind every write: the preallocate filter between the image and its
+// file grows the file in large allocated steps and cuts it back when the image closes
+// (tests/bench: raw -> qcow2 about a tenth faster here).
+void add_preallocate(blk::Json& node) {
+    auto it = node.find("file");
+    if (it == node.end() || !it->is_object()) return;
+    blk::Json file = std::move(*it);
+    *it = blk::Json{{"driver", "preallocate"}, {"file", std::move(file)}};
+}
+
 // What a target flagged with set_incomplete() carries, for messages.
 std::string incomplete_mark(blk::Node* root) {
     blk::Node* n = blk::skip_filters(root);
@@ -281,6 +292,7 @@ int Converter::open_target() {
     auto opened = [&]() -> blk::Result<blk::Graph> {
         BLK_TRY_ASSIGN(blk::Json opts, blk::image_spec_options(spec));
         apply_cache_mode(opts, !p_.flush);
+        if (!a_.no_create && !new_target_.direct() && p_.out_fmt == "qcow2") add_preallocate(opts);
         blk::OpenFlags flags;
         flags.read_only = false;
         flags.allow_probe = a_.tgt_image_opts;

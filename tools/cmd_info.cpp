@@ -24,7 +24,7 @@ blk::Json image_info(const blk::Node& n) {
     const std::string backing = n.backing_file_name();
     if (!backing.empty()) {
         info["backing-filename"] = backing;
-        if (auto full = blk::resolve_backing_name(n.filename(), backing)) info["full-backing-filename"] = *full;
+        if (auto full = blk::resolve_backing_name(blk::base_filename(n), backing)) info["full-backing-filename"] = *full;
         if (!n.backing_format().empty()) info["backing-filename-format"] = n.backing_format();
     }
     blk::Json snaps = n.snapshots();

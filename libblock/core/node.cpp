@@ -386,6 +386,13 @@ Node* filtered_child(const Node& n) { return child_with(n, kRoleFiltered); }
 Node* cow_child(const Node& n) { return child_with(n, kRoleCow); }
 Node* primary_child(const Node& n) { return child_with(n, kRolePrimary); }
 
+std::string base_filename(const Node& n) {
+    const Node* p = &n;
+    while (const Node* c = primary_child(*p)) p = c;
+    std::string exact = p->exact_filename();
+    return exact.empty() ? n.filename() : exact;
+}
+
 const Child* cow_edge(const Node& n) {
     for (const Child& c : n.children())
         if (c.roles & kRoleCow) return &c;

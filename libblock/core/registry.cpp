@@ -10,6 +10,7 @@ DriverSpec file_driver();
 DriverSpec null_co_driver();
 DriverSpec raw_driver();
 DriverSpec qcow2_driver();
+DriverSpec preallocate_driver();
 
 void Registry::add(DriverSpec spec) {
     std::string name = spec.name;
@@ -34,6 +35,7 @@ const Registry& Registry::builtin() {
         r.add(null_co_driver());
         r.add(raw_driver());
         r.add(qcow2_driver());
+        r.add(preallocate_driver());
         return r;
     }();
     return reg;

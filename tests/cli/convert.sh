@@ -449,5 +449,21 @@ cp big.raw t.raw
 cmp -s r5.raw <(head -c 5M t.raw) || fail "-n -t writeback differs"
 ok "concatenation, -S 0, cache modes"
 
+if [ "$QCOW2" = 1 ]; then
+    # A new qcow2 target grows through the preallocate filter: the step it set aside beyond
+    # the last cluster is cut off at close, so the file ends where qemu-img's does.
+    cat big.raw sparse.raw r5.raw > mixed.raw
+    "$BLKIMG" convert -O qcow2 mixed.raw o.qcow2 || fail "raw -> qcow2"
+    qemu-img convert -O qcow2 mixed.raw q.qcow2
+    expect_eq "qcow2 target length" "$(stat -c %s q.qcow2)" "$(stat -c %s o.qcow2)"
+    end=$(qemu-img check o.qcow2 | sed -n 's/^Image end offset: //p')
+    expect_eq "qcow2 target ends at its last cluster" "$end" "$(stat -c %s o.qcow2)"
+    [ "$(du -k o.qcow2 | cut -f1)" -le $(( $(du -k q.qcow2 | cut -f1) + 64 )) ] ||
+        fail "the qcow2 target holds more than qemu-img's: $(du -k o.qcow2 q.qcow2)"
+    qemu-img compare -q mixed.raw o.qcow2 || fail "raw -> qcow2 differs"
+    rm -f o.qcow2 q.qcow2 mixed.raw
+    ok "a qcow2 target is cut back to its last cluster"
+fi
+
 expect_eq "sources unchanged" "$sums" "$(md5sum s.raw big.raw r5.raw sparse.raw c.raw bad.qcow2)"
 ok "no source was written"

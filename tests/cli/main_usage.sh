@@ -4,6 +4,7 @@ source "$SRCDIR/tests/lib.sh"
 "$BLKIMG" --version | grep -Eq "^blkimg version [0-9]+\.[0-9]+" || fail "--version"
 expect_eq "--list-drivers" "file
 null-co
+preallocate
 qcow2
 raw" "$("$BLKIMG" --list-drivers)"
 expect_eq "--list-commands" "convert

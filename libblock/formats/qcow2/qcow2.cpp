@@ -39,7 +39,7 @@ Qcow2Node::Qcow2Node(Json opts, Header h, std::vector<std::byte> head)
 
 Status Qcow2Node::init(OpenContext& ctx, const Json& opts, std::shared_ptr<Node> file) {
     file_ = file.get();
-    name_ = file->filename();
+    name_ = base_filename(*file);  // the host file, also under a filter (convert's preallocate)
     external_ = h_.incompatible & kIncompatDataFile;
     BLK_TRY(attach_child("file", file, kRoleMetadata | kRolePrimary | (external_ ? 0u : unsigned{kRoleData})));
     data_ = file_;

@@ -277,6 +277,10 @@ Node* skip_filters(Node* n);           // descends Filtered children while n is 
 // The next layer of the backing chain below n: skips filters above and below the cow edge.
 Node* backing_chain_next(Node* n);
 const Child* cow_edge(const Node& n);  // the Cow edge itself (name and node), or null
+// The filename that relative names stored in n (backing and data files) resolve against,
+// as qemu's bdrv_dirname: the plain filename of the node reached by following primary
+// children down (through filters such as preallocate), else n.filename().
+std::string base_filename(const Node& n);
 
 // --- Graph edits ---
 // A graph: the root node and, reachable from it, every other node. Edits find parents by
