@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <random>
 
 #include <fcntl.h>
@@ -18,11 +17,15 @@
 #include "../../libblock/jobs/zero_scan.h"
 #include "blk/copy.h"
 #include "record_node.h"
+#include "temp_files.h"
 
 using namespace blk;
 using blktest::ExtentNode;
 using blktest::Rec;
 using blktest::RecordNode;
+using blktest::TempDir;
+using blktest::read_file;
+using blktest::write_file;
 
 namespace {
 
@@ -744,29 +747,6 @@ TEST_CASE("random data survives any request size, alignment, source split and th
 }
 
 namespace {
-
-struct TempDir {
-    std::filesystem::path p;
-    TempDir() {
-        char tmpl[] = "/tmp/blk-copy-XXXXXX";
-        REQUIRE(mkdtemp(tmpl));
-        p = tmpl;
-    }
-    ~TempDir() { std::filesystem::remove_all(p); }
-};
-
-void write_file(const std::filesystem::path& p, const std::vector<std::byte>& b) {
-    std::ofstream f(p, std::ios::binary);
-    f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-}
-
-std::vector<std::byte> read_file(const std::filesystem::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    std::vector<char> c((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    std::vector<std::byte> b(c.size());
-    std::memcpy(b.data(), c.data(), c.size());
-    return b;
-}
 
 Graph open_rw(const std::filesystem::path& p, bool rw) {
     auto g = open_image(ImageSpec{p.string(), "raw", false}, OpenFlags{.read_only = !rw});

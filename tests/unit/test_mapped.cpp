@@ -14,22 +14,17 @@
 #include "blk/driver.h"
 #include "blk/fd.h"
 #include "blk/mapped.h"
+#include "temp_files.h"
 
 using namespace blk;
 
 namespace {
 
+// One file in its own temporary directory.
 struct TempFile {
+    blktest::TempDir dir;
     std::filesystem::path path;
-    explicit TempFile(const std::vector<std::byte>& bytes) {
-        char tmpl[] = "/tmp/blk-mapped-XXXXXX";
-        int fd = ::mkstemp(tmpl);
-        REQUIRE(fd >= 0);
-        path = tmpl;
-        REQUIRE(::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
-        ::close(fd);
-    }
-    ~TempFile() { std::filesystem::remove(path); }
+    explicit TempFile(const std::vector<std::byte>& bytes) : path(dir.p / "f") { blktest::write_file(path, bytes); }
     Fd open_ro() const { return Fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC)); }
 };
 
@@ -164,17 +159,6 @@ TEST_CASE("map_range: read-only files lend their real bytes; raw windows shift; 
 
 namespace {
 
-struct TempDir {
-    std::filesystem::path p;
-    TempDir() {
-        char tmpl[] = "/tmp/blk-mapped-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl));
-        p = tmpl;
-    }
-    ~TempDir() { std::filesystem::remove_all(p); }
-    std::string operator/(const char* name) const { return (p / name).string(); }
-};
-
 Graph open_qcow2(const std::string& path, bool rw) {
     auto g = open_image(ImageSpec{path, "qcow2", false}, OpenFlags{.read_only = !rw});
     REQUIRE_MESSAGE(g, (g ? "" : g.error().message));
@@ -185,7 +169,7 @@ Graph open_qcow2(const std::string& path, bool rw) {
 
 TEST_CASE("qcow2 lends one run of data clusters from its file, and what it leaves to a backing file that lends") {
     constexpr uint64_t cs = 64 * 1024;
-    TempDir t;
+    blktest::TempDir t;
     REQUIRE(create_image(CreateRequest{.format = "qcow2", .filename = t / "base.qcow2", .size = 32 * cs}));
     REQUIRE(create_image(CreateRequest{.format = "qcow2",
                                        .filename = t / "top.qcow2",
