@@ -181,22 +181,26 @@ ok "-p and -q match qemu-img"
 
 # On a terminal -p is one live line: percent, rate and ETA, then the elapsed time.
 python3 - "$BLKIMG" <<'PY' || fail "terminal progress"
-import os, pty, re, sys
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(sys.argv[1], [sys.argv[1], "convert", "-p", "-r", "16M", "big.raw", "tty.raw"])
+import os, re, select, subprocess, sys
+# The test keeps the terminal's slave side open until the child has exited and everything
+# it wrote has been read: a pty whose slave closes can drop output still in flight.
+master, slave = os.openpty()
+child = subprocess.Popen([sys.argv[1], "convert", "-p", "-r", "16M", "big.raw", "tty.raw"],
+                         stdin=slave, stdout=slave, stderr=slave, close_fds=True, start_new_session=True)
 out = b""
+exited = False
 while True:
-    try:
-        d = os.read(fd, 65536)
-    except OSError:
-        break
-    if not d:
-        break
-    out += d
-_, status = os.waitpid(pid, 0)
+    ready, _, _ = select.select([master], [], [], 0.2)
+    if ready:
+        out += os.read(master, 65536)
+    elif exited:
+        break  # quiet for 0.2 s after the exit: all of it has arrived
+    else:
+        exited = child.poll() is not None
+os.close(slave)
+os.close(master)
 text = out.decode()
-assert os.waitstatus_to_exitcode(status) == 0, text
+assert child.returncode == 0, text
 assert re.search(r"\r    \( *\d+\.\d\d/100%\)  [0-9.]+ MB/s  ETA \d+:\d\d:\d\d\x1b\[K", text), repr(text)
 assert re.search(r"\r    \(100\.00/100%\)  [0-9.]+ MB/s  \d+:\d\d:\d\d elapsed\x1b\[K\r\n$", text), repr(text)
 assert text.count("\n") == 1, repr(text)

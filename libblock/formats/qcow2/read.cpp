@@ -32,6 +32,11 @@ Status Qcow2Node::do_read(uint64_t off, std::span<std::byte> buf) {
                 break;
             case ClusterKind::Compressed: {
                 const uint64_t cs = h_.cluster_size();
+                // A whole cluster inflates straight into the caller's buffer.
+                if (off % cs == 0 && chunk.size() == cs) {
+                    BLK_TRY(read_compressed_cluster(off, e.entry, chunk));
+                    break;
+                }
                 cluster.resize(cs);
                 BLK_TRY(read_compressed_cluster(off - off % cs, e.entry, cluster));
                 std::memcpy(chunk.data(), cluster.data() + off % cs, chunk.size());
