@@ -584,10 +584,12 @@ Status Engine::execute(Slot& s) {
         BLK_TRY(wait_rate(bytes));
     }
     Status st = execute_ops(s);
-    if (!s.map.empty() && !s.map.intact()) {
+    if (!s.map.empty() && (!s.map.intact() || (!st && st.error().code == EFAULT))) {
         // Pages of the borrowed source bytes went away while they were used (the file shrank,
-        // or reading a page failed): zeroes stood in for them, in the target too. Do the
-        // request again through read(), which reports the error or reads what is there now.
+        // or reading a page failed): where this process touched them zeroes stood in for
+        // them, in the target too; where a write system call did, it failed with EFAULT.
+        // Do the request again through read(), which reports the error or reads what is
+        // there now.
         s.reset();
         BLK_TRY(prepare_read(s, false));
         st = execute_ops(s);

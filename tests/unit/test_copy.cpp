@@ -851,6 +851,30 @@ TEST_CASE("lent pages that vanish mid-copy do not crash it: the request is redon
     }
 }
 
+TEST_CASE("lent pages that vanish under a file target's write (EFAULT, no SIGBUS) are redone through read()") {
+    TempDir t;
+    for (std::string cache : {"", ",cache.direct=on"}) {
+        CAPTURE(cache);
+        LendingNode src(6 * MiB, t.p / "lent");
+        src.publish();
+        src.lose_pages = true;
+        write_file(t.p / "out.raw", std::vector<std::byte>(src.size()));
+        auto g = open_image(ImageSpec{"driver=raw,file.driver=file,file.filename=" + (t.p / "out.raw").string() + cache, "", true},
+                            OpenFlags{.read_only = false});
+        if (!g && !cache.empty()) break;  // no O_DIRECT here
+        REQUIRE_MESSAGE(g, (g ? "" : g.error().message));
+        auto o = options({&src}, g->root.get());
+        o.threads = 1;
+        o.min_sparse = 0;  // no zero scan: the write is the first to touch the lent pages
+        CopyStats st = copy_ok(o);
+        CHECK(src.lent == 3);
+        CHECK(src.reads == 3);  // every request found its pages gone
+        CHECK(st.data_written == src.size());
+        g->root.reset();
+        CHECK(read_file(t.p / "out.raw") == content(src));
+    }
+}
+
 TEST_CASE("a lost mapping whose redo cannot read fails with the read error at the request") {
     TempDir t;
     LendingNode src(6 * MiB, t.p / "lent");
