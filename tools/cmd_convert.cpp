@@ -66,6 +66,8 @@ struct ConvertPlan {
     unsigned requests = 8;
     uint64_t rate_limit = 0;
     bool flush = false;   // the cache mode wants the target flushed at the end
+    bool direct = false;  // the target's cache mode bypasses the host page cache (O_DIRECT)
+    bool src_direct = false;  // the same for the sources (-T)
     blk::Json create_opts = blk::Json::object();
 };
 
@@ -135,15 +137,13 @@ std::string opt_text(const blk::Json& opts, const std::string& key) {
     return it->is_string() ? it->get<std::string>() : it->dump();
 }
 
-// The cache mode's flush policy on every node of an options tree: "unsafe" skips the host's
-// flush (qemu's cache.no-flush), so only format caches are written back at the end.
-void apply_cache_mode(blk::Json& node, bool no_flush) {
+// The cache mode on the target's options (children and backing files inherit it): "unsafe"
+// skips the host's flush (qemu's cache.no-flush), so only format caches are written back at
+// the end; "none", "off" and "directsync" bypass the host's page cache (cache.direct, O_DIRECT).
+void apply_cache_mode(blk::Json& node, bool no_flush, bool direct) {
     if (!node.is_object()) return;
     if (no_flush) node["cache"]["no-flush"] = "on";
-    for (const char* child : {"file", "data-file"}) {
-        auto it = node.find(child);
-        if (it != node.end()) apply_cache_mode(*it, no_flush);
-    }
+    if (direct) node["cache"]["direct"] = "on";
 }
 
 // A new qcow2 image grows as its clusters are allocated, and the file system would then
@@ -219,6 +219,7 @@ bool Converter::open_sources() {
         ia.image_opts = a_.image_opts;
         ia.objects = a_.objects;
         ia.force_share = a_.force_share;
+        ia.cache_direct = p_.src_direct;
         auto g = open_image_args(ia, true);
         if (!g) {
             fail(g.error().message);
@@ -291,7 +292,7 @@ int Converter::open_target() {
     const std::string label = "Could not open '" + p_.target + "'";
     auto opened = [&]() -> blk::Result<blk::Graph> {
         BLK_TRY_ASSIGN(blk::Json opts, blk::image_spec_options(spec));
-        apply_cache_mode(opts, !p_.flush);
+        apply_cache_mode(opts, !p_.flush, p_.direct);
         if (!a_.no_create && !new_target_.direct() && p_.out_fmt == "qcow2") add_preallocate(opts);
         blk::OpenFlags flags;
         flags.read_only = false;
@@ -427,7 +428,7 @@ void add_flags(CLI::App& app, ConvertArgs& a) {
     app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     app.add_option("-f,--source-format", a.src_fmt, "format of every source (probed from the content when omitted)");
     app.add_flag("--image-opts", a.image_opts, "treat each source as dotted image options (driver=qcow2,file.filename=x)");
-    app.add_option("-T,--source-cache", a.src_cache, "cache mode of the sources (accepted; sources are only read)");
+    app.add_option("-T,--source-cache", a.src_cache, "cache mode of the sources (none, off, directsync: O_DIRECT)");
     app.add_option("-l,--snapshot", a.snapshot, "convert an internal snapshot (not supported yet)");
     app.add_flag("--bitmaps", a.bitmaps, "also copy persistent bitmaps (not supported yet)");
     app.add_flag("--skip-broken-bitmaps", a.skip_broken, "with --bitmaps, skip inconsistent bitmaps (not supported yet)");
@@ -506,6 +507,10 @@ int check_flags(const ConvertArgs& a, ConvertPlan& p) {
     if (!a.src_cache.empty() && !valid_cache_mode(a.src_cache)) return print_error("Invalid source cache option: " + a.src_cache), 1;
     if (!valid_cache_mode(a.cache)) return print_error("Invalid cache option: " + a.cache), 1;
     p.flush = a.cache != "unsafe";
+    // qemu's bdrv_parse_cache_mode: these three open with O_DIRECT.
+    auto direct_mode = [](const std::string& m) { return m == "none" || m == "off" || m == "directsync"; };
+    p.direct = direct_mode(a.cache);
+    p.src_direct = direct_mode(a.src_cache);
     if (!a.snapshot.empty()) return print_error("-l/--snapshot: converting internal snapshots is not supported yet"), 1;
     if (a.bitmaps) return print_error("--bitmaps: copying persistent bitmaps is not supported yet"), 1;
     return -1;

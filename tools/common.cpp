@@ -30,7 +30,18 @@ blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing
     flags.force_share = args.force_share;
     flags.open_backing = open_backing;
     blk::ImageSpec spec{args.filename, args.format, args.image_opts};
-    auto g = blk::open_image(spec, flags, &objects);
+    auto g = [&]() -> blk::Result<blk::Graph> {
+        BLK_TRY_ASSIGN(blk::Json opts, blk::image_spec_options(spec));
+        // Children and backing files inherit it; options the image names itself win.
+        if (args.cache_direct && opts.is_object()) {
+            if (!opts.contains("cache")) opts["cache"] = blk::Json::object();
+            blk::Json& cache = opts["cache"];
+            if (cache.is_object() && !cache.contains("direct")) cache["direct"] = "on";
+        }
+        blk::OpenContext ctx(blk::Registry::builtin(), flags, &objects);
+        BLK_TRY_ASSIGN(std::shared_ptr<blk::Node> root, ctx.open(opts));
+        return blk::Graph{std::move(root)};
+    }();
     if (!g) {
         // Avoid "Could not open 'x': Could not open 'x': ..." when the file layer said it already.
         const std::string& msg = g.error().message;

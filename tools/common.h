@@ -17,6 +17,7 @@ struct ImageArgs {
     bool image_opts = false;         // --image-opts
     std::vector<std::string> objects;  // --object
     bool force_share = false;        // -U
+    bool cache_direct = false;       // a cache mode with O_DIRECT (-T none)
 };
 
 // Adds -f/--format, --image-opts, --object, -U/--force-share and the positional filename.

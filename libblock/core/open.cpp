@@ -35,6 +35,21 @@ Result<std::string> probe_format(const Registry& reg, Node& file, const std::str
     return name;
 }
 
+// A child or backing file takes its parent's cache options unless it sets its own (as
+// qemu's bdrv_inherited_options does for cache.direct and cache.no-flush).
+Json with_parent_cache(const Json& parent, Json child) {
+    auto pc = parent.find("cache");
+    if (pc == parent.end() || !pc->is_object() || !child.is_object()) return child;
+    for (const char* key : {"direct", "no-flush"}) {
+        auto v = pc->find(key);
+        if (v == pc->end()) continue;
+        auto cc = child.find("cache");
+        if (cc == child.end()) cc = child.emplace("cache", Json::object()).first;
+        if (cc->is_object() && !cc->contains(key)) (*cc)[key] = *v;
+    }
+    return child;
+}
+
 }  // namespace
 
 Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
@@ -46,7 +61,7 @@ Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
             if (!flags_.allow_probe) return make_error(EINVAL, "no format given and probing is not allowed");
             Json probe_opts = opts["file"];
             if (probe_opts.is_string()) return make_error(EINVAL, "node references are not supported; use file.filename=");
-            BLK_TRY_ASSIGN(std::shared_ptr<Node> file, open(probe_opts));
+            BLK_TRY_ASSIGN(std::shared_ptr<Node> file, open(with_parent_cache(opts, probe_opts)));
             BLK_TRY_ASSIGN(std::string fmt, probe_format(reg_, *file, file->filename()));
             opts["driver"] = fmt;
         } else if (opts.contains("filename")) {
@@ -92,7 +107,7 @@ Result<std::shared_ptr<Node>> OpenContext::open_child_unattached(const Json& par
                                       "': node references are not supported; use " + name + ".filename= or " +
                                       name + ".driver=");
     }
-    return open(copts);
+    return open(with_parent_cache(parent_opts, copts));
 }
 
 Result<std::shared_ptr<Node>> OpenContext::open_backing(Node& parent, const Json& parent_opts,
@@ -119,6 +134,7 @@ Result<std::shared_ptr<Node>> OpenContext::open_backing(Node& parent, const Json
             label = path;
         }
     }
+    bopts = with_parent_cache(parent_opts, std::move(bopts));
     std::string own = chain_key(overlay_filename);
     std::string key = chain_key(label);
     if (key == own) return make_error(ELOOP, "backing file '" + label + "' loops back to the image itself");
