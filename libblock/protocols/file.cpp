@@ -274,6 +274,8 @@ protected:
     }
 
     Status do_truncate(uint64_t size, Prealloc prealloc) override {
+        // Not while a direct write merges a partial block: it trims the length it saw.
+        std::unique_lock lock(rmw_mu_);
         if (!regular_) {
             if (size == size_ && prealloc == Prealloc::Off) return {};
             return make_error(ENOTSUP, path_ + ": cannot resize a device");
