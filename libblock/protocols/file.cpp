@@ -210,21 +210,7 @@ public:
 protected:
     Status do_read(uint64_t off, std::span<std::byte> buf) override {
         if (align_) return direct_read(off, buf);
-        size_t done = 0;
-        while (done < buf.size()) {
-            ssize_t n = ::pread(fd_.get(), buf.data() + done, buf.size() - done, static_cast<off_t>(off + done));
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                return errno_error(errno, path_ + ": read at byte " + std::to_string(off + done));
-            }
-            if (n == 0) {
-                // Past the end of the host file reads as zeroes.
-                std::memset(buf.data() + done, 0, buf.size() - done);
-                break;
-            }
-            done += static_cast<size_t>(n);
-        }
-        return {};
+        return read_fully(fd_.get(), off, buf);
     }
 
     Result<MappedBytes> do_map_range(uint64_t off, uint64_t len) override {
@@ -323,22 +309,26 @@ private:
         return off % align_ == 0 && len % align_ == 0 && reinterpret_cast<uintptr_t>(mem) % align_ == 0;
     }
 
-    // One aligned O_DIRECT read; past the end of the file reads as zeroes. A short read
-    // ends at the end of the file (another read from an unaligned end would be refused).
-    Status dio_pread(uint64_t off, std::span<std::byte> buf) {
+    // Reads buf from fd at off; past the end of the file reads as zeroes. With O_DIRECT
+    // (`align` set) a short read that ends off the alignment is the end of the file:
+    // another read from an unaligned offset would be refused.
+    Status read_fully(int fd, uint64_t off, std::span<std::byte> buf, uint64_t align = 0) {
         size_t done = 0;
         while (done < buf.size()) {
-            ssize_t n = ::pread(dio_.get(), buf.data() + done, buf.size() - done, static_cast<off_t>(off + done));
+            ssize_t n = ::pread(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(off + done));
             if (n < 0) {
                 if (errno == EINTR) continue;
                 return errno_error(errno, path_ + ": read at byte " + std::to_string(off + done));
             }
             done += static_cast<size_t>(n);
-            if (n == 0 || done % align_ != 0) break;
+            if (n == 0 || (align && done % align != 0)) break;
         }
         std::memset(buf.data() + done, 0, buf.size() - done);
         return {};
     }
+
+    // One aligned O_DIRECT read.
+    Status dio_pread(uint64_t off, std::span<std::byte> buf) { return read_fully(dio_.get(), off, buf, align_); }
 
     Status dio_pwrite(uint64_t off, std::span<const std::byte> buf) {
         size_t done = 0;
