@@ -48,9 +48,12 @@ Status Qcow2Node::init(OpenContext& ctx, const Json& opts, std::shared_ptr<Node>
         if (opts.contains("data-file")) {
             BLK_TRY_ASSIGN(df, ctx.open_child(*this, opts, "data-file", kRoleData, true));
         } else if (!h_.data_file.empty()) {
-            BLK_TRY_ASSIGN(std::string path, resolve_backing_name(name_, h_.data_file));
-            auto r = ctx.open(Json{{"driver", "file"}, {"filename", path}});
-            if (!r) return std::move(r).error().with_context("Could not open data file");
+            // qemu 7.2 opens the stored name as it is: a relative name is relative to the
+            // working directory, not to the image (unlike backing files), and qemu-img
+            // create makes the file there too. Resolving it from the image's directory
+            // would open another file than qemu does, or none.
+            auto r = ctx.open(Json{{"driver", "file"}, {"filename", h_.data_file}});
+            if (!r) return std::move(r).error();
             df = *r;
             BLK_TRY(attach_child("data-file", df, kRoleData));
         } else {
