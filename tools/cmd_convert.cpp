@@ -277,6 +277,8 @@ int Converter::prepare_new_target() {
     // qemu-img convert creates without opening the backing file; opening the new image
     // opens it, and a bad one fails there ("Could not open 'x': ...").
     req.open_backing = false;
+    // Overwriting in place: flagged from before the old content goes until the copy is done.
+    req.incomplete = new_target_.flag_in_place();
     if (auto st = blk::create_image(req); !st) return fail(converting + new_target_.describe(st.error().message));
     return 0;
 }
@@ -521,7 +523,8 @@ int check_flags(const ConvertArgs& a, ConvertPlan& p) {
 int cmd_convert(int argc, char** argv) {
     CLI::App app("Convert images: copy one or more sources, concatenated, into a new image (or, with -n, an "
                  "existing one). A new target is written under a hidden temporary name and renamed into place "
-                 "when complete.",
+                 "when complete; an existing file is overwritten in place (its owner, mode and links stay), "
+                 "flagged incomplete until the copy is done.",
                  "blkimg convert");
     ConvertArgs a;
     add_flags(app, a);

@@ -1,5 +1,6 @@
 // convert's target safety: a new image is written under a hidden temporary name beside the
-// target and renamed into place after the final flush; SIGINT/SIGTERM/SIGHUP cancel the copy.
+// target and renamed into place after the final flush; an existing target is overwritten in
+// place, flagged incomplete until the copy is done; SIGINT/SIGTERM/SIGHUP cancel the copy.
 #include "convert_target.h"
 
 #include <fcntl.h>
@@ -166,22 +167,14 @@ blk::Result<NewTarget> NewTarget::prepare(const std::string& target, const std::
             t.write_path_ = t.final_path_;
             return t;
         }
-        // Replacing a file a VM (or another qemu-img) uses would pull it from under it: take
-        // the same write locks qemu's create takes, and keep them until the rename.
-        blk::Json opts{{"driver", "file"}, {"filename", t.final_path_}};
-        blk::OpenFlags flags;
-        flags.read_only = false;
-        blk::OpenContext ctx(blk::Registry::builtin(), flags);
-        auto node = ctx.open(opts);
-        if (!node) {
-            std::string msg = node.error().message;
-            const std::string prefix = "Could not open '" + t.final_path_ + "': ";
-            if (msg.rfind(prefix, 0) == 0) msg = msg.substr(prefix.size());
-            return blk::make_error(node.error().code, "Could not create '" + target + "': " + msg);
-        }
-        t.lock_ = blk::Graph{std::move(*node)};
-        t.replaces_ = true;
-        mode = st.st_mode & 07777;
+        // An existing file is overwritten in place, as qemu-img does: its inode, owner, mode,
+        // extended attributes and hard links stay (an image owned by the hypervisor's user
+        // stays readable by it). The create checks qemu's locks before emptying it, and the
+        // image is born flagged incomplete until the copy has finished.
+        t.direct_ = true;
+        t.flag_ = true;
+        t.write_path_ = t.final_path_;
+        return t;
     } else {
         // A new file gets what the file protocol's create gives it: 0644 less the umask.
         mode_t mask = ::umask(0);
@@ -196,15 +189,6 @@ blk::Result<NewTarget> NewTarget::prepare(const std::string& target, const std::
     const bool bare = t.final_path_.find('/') == std::string::npos;
     std::string tmpl = (bare ? std::string() : dir_of(t.final_path_) + "/") + "." + base + ".blkimg-XXXXXX";
     int fd = ::mkstemp(tmpl.data());
-    if (fd < 0 && t.replaces_ && (errno == EACCES || errno == EPERM || errno == EROFS)) {
-        // No new name can be made here, but the file itself may be written: do as qemu-img.
-        t.direct_ = true;
-        t.flag_ = true;
-        t.replaces_ = false;
-        t.write_path_ = t.final_path_;
-        t.lock_.reset();
-        return t;
-    }
     if (fd < 0) return blk::errno_error(errno, "Could not create '" + target + "'");
     blk::Fd f(fd);
     t.write_path_ = tmpl;

@@ -30,9 +30,11 @@ public:
     void guard_paths(const std::vector<std::string>& paths);
 };
 
-// Where a new target is written. For a path that is free or holds a regular file: a hidden
-// temporary file ".NAME.blkimg-XXXXXX" beside it, renamed onto the path by commit(). For an
-// existing device or other non-regular file: the file itself, written in place.
+// Where a new target is written. For a free path: a hidden temporary file
+// ".NAME.blkimg-XXXXXX" beside it, renamed onto the path by commit(). For an existing file
+// (regular, device or other): the file itself, written in place as qemu-img does, so its
+// inode, owner, mode and hard links stay; a regular file or block device is flagged
+// incomplete while it is written.
 class NewTarget {
 public:
     NewTarget() = default;

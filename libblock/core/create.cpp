@@ -225,6 +225,7 @@ Status create_image(const CreateRequest& req, const Registry& reg) {
     typed_req.filename = path;
     typed_req.options = std::move(typed);
     typed_req.objects = req.objects;
+    typed_req.incomplete = req.incomplete;
     auto st = fmt->create(typed_req, reg);
     if (!st && st.error().code == EFBIG) {
         // qemu's wording: the driver's own message is most likely "too large" anyway.

@@ -557,6 +557,11 @@ Status create_file(const CreateRequest& req, const Registry&) {
                 (void)ioctl(f.get(), FS_IOC_SETFLAGS, &attr);  // only btrfs knows it; elsewhere it is a no-op
             }
         }
+        if (req.incomplete) {
+            // Before the old content goes: from here on the file never looks finished.
+            static constexpr char kValue[] = "convert";
+            (void)::fsetxattr(f.get(), kIncompleteXattr, kValue, sizeof kValue - 1, 0);
+        }
         if (::ftruncate(f.get(), 0) != 0) return errno_error(errno, "Could not resize file");
         set_extent_size_hint(f.get(), hint.value_or(0));
         if (::ftruncate(f.get(), static_cast<off_t>(std::min<uint64_t>(bytes, INT64_MAX))) != 0 || bytes > INT64_MAX) {
@@ -566,7 +571,8 @@ Status create_file(const CreateRequest& req, const Registry&) {
         return f.close().context(path);
     };
     auto st2 = fill();
-    if (!st2) ::unlink(path.c_str());
+    // A file that was there before keeps its name (and inode): removing it would lose more.
+    if (!st2 && made) ::unlink(path.c_str());
     return st2;
 }
 

@@ -271,6 +271,7 @@ cmp -s big.raw o.raw || fail "convert with a closed progress pipe differs"
 ok "--progress-fd JSON lines"
 
 # SIGUSR1 prints the percentage to stderr (qemu-img's status request), and does not kill.
+rm -f o.raw
 "$BLKIMG" convert -r 10M big.raw o.raw 2>b.err &
 pid=$!
 wait_for has_temp o.raw
@@ -315,25 +316,52 @@ for sig in INT TERM HUP; do
     [ ! -e o.raw ] || fail "SIG$sig left the target"
     no_temp
 done
-# An existing target is replaced only by a complete image; interrupted, it stays as it was.
+# An existing target is overwritten in place, as qemu-img does: inode, owner, mode and hard
+# links stay. Interrupted, it is flagged incomplete (raw: the xattr; qcow2: the corrupt bit).
+has_xattr() { python3 -c 'import os,sys; sys.exit(0 if "user.blkimg.incomplete" in os.listxattr(sys.argv[1]) else 1)' "$1"; }
 cp s.raw old.raw
-chmod 600 old.raw
+chmod 640 old.raw
+chown nobody old.raw
+ln old.raw hard.raw
+ino=$(stat -c %i old.raw)
+"$BLKIMG" convert r5.raw old.raw || fail "overwriting an existing target"
+cmp -s r5.raw old.raw || fail "the overwritten target differs"
+expect_eq "inode, owner, mode, links of an overwritten raw target" "$ino nobody 640 2" "$(stat -c '%i %U %a %h' old.raw)"
+cmp -s r5.raw hard.raw || fail "the hard link does not see the new content"
+! has_xattr old.raw || fail "a finished convert left the incomplete flag"
+"$BLKIMG" convert -O qcow2 r5.raw old.raw || fail "overwriting an existing target with qcow2"
+expect_eq "inode, owner, mode, links of an overwritten qcow2 target" "$ino nobody 640 2" "$(stat -c '%i %U %a %h' old.raw)"
+qemu-img compare -q r5.raw hard.raw || fail "the hard link does not see the new qcow2"
+qemu-img check -q old.raw || fail "qemu-img check of the overwritten qcow2"
+no_temp
+ok "an existing target keeps its inode, owner, mode and links"
+# Interrupted while overwriting: raw carries the flag, qcow2 the corrupt bit qemu-img reports.
 "$BLKIMG" convert -r 4M big.raw old.raw 2>b.err &
 pid=$!
-wait_for has_temp old.raw
+sleep 0.7
 kill -INT $pid
 wait $pid && fail "interrupted convert exited 0"
-expect_eq "message for a kept target" "blkimg: interrupted by SIGINT; the target 'old.raw' was left as it was" "$(cat b.err)"
-cmp -s s.raw old.raw || fail "an interrupted convert changed the existing target"
-"$BLKIMG" convert r5.raw old.raw || fail "replacing an existing target"
-cmp -s r5.raw old.raw || fail "the replaced target differs"
-expect_eq "mode of a replaced target" 600 "$(stat -c %a old.raw)"
+expect_eq "message for an interrupted in-place target" \
+    "blkimg: interrupted by SIGINT; the target 'old.raw' is incomplete (flagged with the extended attribute user.blkimg.incomplete)" "$(cat b.err)"
+has_xattr old.raw || fail "an interrupted raw overwrite is not flagged"
+expect_eq "inode after an interrupted overwrite" "$ino" "$(stat -c %i old.raw)"
+"$BLKIMG" convert -O qcow2 -r 4M big.raw old.raw 2>b.err &
+pid=$!
+sleep 0.7
+kill -INT $pid
+wait $pid && fail "interrupted qcow2 convert exited 0"
+qemu-img info old.raw | grep -q "corrupt: true" || fail "an interrupted qcow2 overwrite does not say corrupt: $(qemu-img info old.raw)"
+qemu-io -c 'write 0 512' old.raw >/dev/null 2>&1 && fail "qemu-io wrote to an interrupted qcow2 target"
+"$BLKIMG" convert -O qcow2 r5.raw old.raw || fail "overwriting an interrupted qcow2 target again"
+qemu-img info old.raw | grep -q "corrupt: false" || fail "the finished qcow2 still says corrupt"
+! has_xattr old.raw || fail "a finished qcow2 convert left the incomplete flag"
 no_temp
+ok "an interrupted overwrite is flagged"
 # Through a symlink, the file it points to is replaced and the link stays.
 ln -s old.raw link.raw
 "$BLKIMG" convert s.raw link.raw || fail "convert onto a symlink"
 [ -L link.raw ] || fail "the symlink was replaced"
-cmp -s s.raw old.raw || fail "the symlink's file was not replaced"
+cmp -s s.raw old.raw || fail "the symlink's file was not overwritten"
 # Two quick signals: the second stops at once; still nothing left.
 rm -f o.raw
 "$BLKIMG" convert -r 1 big.raw o.raw 2>b.err &
@@ -352,7 +380,7 @@ cp s.raw held.raw
 qemu-io -f raw -c 'sleep 20000' held.raw &
 holder=$!
 for _ in $(seq 50); do grep -q " 101 101\| 100 101" /proc/locks && break; sleep 0.1; done
-expect_fail 1 "^blkimg: held.raw: error while converting raw: Could not create 'held.raw': Failed to get .* lock" \
+expect_fail 1 "^blkimg: held.raw: error while converting raw: Failed to get .* lock" \
     "$BLKIMG" convert r5.raw held.raw
 kill $holder; wait $holder 2>/dev/null || true
 cmp -s s.raw held.raw || fail "a target in use was changed"

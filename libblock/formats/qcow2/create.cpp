@@ -396,15 +396,20 @@ private:
 // Creates an empty host file through the file protocol (it takes the locks and applies
 // nocow and the extent size hint) and opens it writable.
 Result<std::shared_ptr<Node>> create_host_file(const std::string& path, const Json& protocol_opts, const Registry& reg,
-                                               CreatedFiles& created) {
+                                               CreatedFiles& created, bool incomplete = false) {
     const DriverSpec* file = reg.find("file");
     CreateRequest req;
     req.format = "file";
     req.filename = path;
+    req.incomplete = incomplete;
     req.options = protocol_opts;
     req.options["size"] = 0;
+    struct stat before;
+    const bool existed = ::stat(path.c_str(), &before) == 0;
     BLK_TRY(file->create(req, reg));
-    created.add(path);
+    // Only what this create made is removed on failure: an existing file (a target
+    // overwritten in place, a data file named again) keeps its name and inode.
+    if (!existed) created.add(path);
     OpenFlags flags;
     flags.read_only = false;
     OpenContext ctx(reg, flags);
@@ -469,7 +474,15 @@ Status create(const CreateRequest& req, const Registry& reg) {
         if (req.options.contains(key)) protocol_opts[key] = req.options[key];
 
     CreatedFiles created;
-    BLK_TRY_ASSIGN(std::shared_ptr<Node> file, create_host_file(req.filename, protocol_opts, reg, created));
+    BLK_TRY_ASSIGN(std::shared_ptr<Node> file, create_host_file(req.filename, protocol_opts, reg, created, req.incomplete));
+    // Born flagged: the corrupt bit in the header (qemu refuses the image read-write, `info`
+    // says "corrupt: true") only where the file also carries our mark, which is what lets
+    // our own read-write open tell the flag from real corruption.
+    if (req.incomplete && h.version >= 3 && file->incomplete()) {
+        Header flagged = h;
+        flagged.incompatible |= kIncompatCorrupt;
+        if (!serialize_header(flagged, head)) return make_error(ENOSPC, "Could not update qcow2 header: No space left on device");
+    }
     std::shared_ptr<Node> data;
     if (!data_path.empty()) {
         BLK_TRY_ASSIGN(data, create_host_file(data_path, protocol_opts, reg, created));

@@ -43,6 +43,11 @@ struct CreateRequest {
     // Called once the options are final (size from the backing file filled in), right before
     // anything is written: qemu-img prints its "Formatting ..." line here.
     std::function<void(const CreateSummary&)> on_ready{};
+    // True: the new image is born flagged incomplete (see Node::set_incomplete), best effort:
+    // the host file gets user.blkimg.incomplete before it is emptied and, where that worked,
+    // a qcow2 header is written with its corrupt bit. convert overwriting an existing file in
+    // place sets it, so no moment of the overwrite shows a whole-looking image.
+    bool incomplete = false;
 };
 
 struct DriverSpec {
