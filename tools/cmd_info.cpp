@@ -62,7 +62,7 @@ std::string snapshot_line(const blk::Json& sn) {
     return line;
 }
 
-std::string human_info(const blk::Json& info) {
+std::string human_info(const blk::Json& info, bool incomplete) {
     std::string out;
     char buf[512];
     const uint64_t vsize = info["virtual-size"].get<uint64_t>();
@@ -74,6 +74,8 @@ std::string human_info(const blk::Json& info) {
     out += "disk size: " + dsize + "\n";
     if (info.contains("cluster-size")) out += "cluster_size: " + std::to_string(info["cluster-size"].get<uint64_t>()) + "\n";
     if (info.contains("dirty-flag") && info["dirty-flag"].get<bool>()) out += "cleanly shut down: no\n";
+    // blkimg's own line (the JSON keeps qemu-img's keys): a raw file an interrupted convert left.
+    if (incomplete) out += "incomplete: yes (flagged user.blkimg.incomplete by an interrupted convert)\n";
     if (info.contains("backing-filename")) {
         const std::string b = info["backing-filename"].get<std::string>();
         out += "backing file: " + b;
@@ -112,6 +114,7 @@ int cmd_info(int argc, char** argv) {
     if (int rc = parse_cli(app, argc, argv); rc >= 0) return rc;
 
     std::vector<blk::Json> infos;
+    std::vector<bool> incomplete;
     std::set<std::string> seen;
     ImageArgs cur = args;
     for (;;) {
@@ -123,6 +126,7 @@ int cmd_info(int argc, char** argv) {
         }
         blk::Json info = image_info(*g->root);
         infos.push_back(info);
+        incomplete.push_back(raw_flagged_incomplete(g->root.get()));
         if (!chain || !info.contains("backing-filename")) break;
         seen.insert(info["filename"].get<std::string>());
         if (!info.contains("full-backing-filename")) {
@@ -153,7 +157,7 @@ int cmd_info(int argc, char** argv) {
     } else {
         for (size_t i = 0; i < infos.size(); ++i) {
             if (i) std::printf("\n");
-            std::fputs(human_info(infos[i]).c_str(), stdout);
+            std::fputs(human_info(infos[i], incomplete[i]).c_str(), stdout);
         }
     }
     return 0;

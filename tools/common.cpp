@@ -48,7 +48,22 @@ blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing
         if (msg.rfind(label, 0) == 0) return std::move(g).error();
         return std::move(g).error().with_context(label);
     }
+    if (raw_flagged_incomplete(g->root.get())) {
+        // Raw has no header to refuse it by: reading it without a word would pass a
+        // half-copied disk off as a whole one.
+        std::fflush(stdout);
+        std::fprintf(stderr, "blkimg: warning: '%s' is flagged incomplete (user.blkimg.incomplete): an interrupted convert left it partly written\n",
+                     args.filename.c_str());
+    }
     return g;
+}
+
+bool raw_flagged_incomplete(blk::Node* root) {
+    // raw without offset/size is a filter over its file (it passes the question down).
+    if (!root || root->driver_name() != "raw") return false;
+    if (root->incomplete()) return true;
+    blk::Node* file = blk::primary_child(*root);
+    return file && file->incomplete();
 }
 
 void print_error(const std::string& message) {

@@ -33,6 +33,10 @@ blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing
 // Prints "blkimg: MESSAGE" to stderr.
 void print_error(const std::string& message);
 
+// True if `root` is a raw image whose host file carries user.blkimg.incomplete: an
+// interrupted convert (-n, or over an existing file) left it partly written.
+bool raw_flagged_incomplete(blk::Node* root);
+
 // Runs a CLI11 app parse; returns -1 to continue, else the exit code to return.
 int parse_cli(CLI::App& app, int argc, char** argv);
 

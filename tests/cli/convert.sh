@@ -345,6 +345,14 @@ expect_eq "message for an interrupted in-place target" \
     "blkimg: interrupted by SIGINT; the target 'old.raw' is incomplete (flagged with the extended attribute user.blkimg.incomplete)" "$(cat b.err)"
 has_xattr old.raw || fail "an interrupted raw overwrite is not flagged"
 expect_eq "inode after an interrupted overwrite" "$ino" "$(stat -c %i old.raw)"
+# Reading the flagged raw file warns once, naming it; info says so in its human text only.
+"$BLKIMG" convert -O raw old.raw rd.raw 2>b.err || fail "reading a flagged raw file"
+expect_eq "warning for a flagged raw source" \
+    "blkimg: warning: 'old.raw' is flagged incomplete (user.blkimg.incomplete): an interrupted convert left it partly written" "$(cat b.err)"
+"$BLKIMG" info old.raw 2>b.err | grep -qx "incomplete: yes (flagged user.blkimg.incomplete by an interrupted convert)" ||
+    fail "info does not show the incomplete flag: $("$BLKIMG" info old.raw 2>&1)"
+"$BLKIMG" info --output=json old.raw 2>/dev/null | grep -q incomplete && fail "info JSON gained a key"
+"$BLKIMG" info r5.raw 2>&1 | grep -q incomplete && fail "info of an unflagged file mentions incomplete"
 "$BLKIMG" convert -O qcow2 -r 4M big.raw old.raw 2>b.err &
 pid=$!
 sleep 0.7
