@@ -6,6 +6,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "blk/copy.h"
 #include "common.h"
@@ -188,14 +191,24 @@ private:
         std::fflush(stdout);
         std::fprintf(stderr, "blkimg: warning: %s\n", msg.c_str());
     }
+    void note_salvage(const std::string& msg);
     bool open_sources();
     int prepare_new_target();
     int open_target();
     int copy();
     int stop_interrupted();
 
+public:
+    // Prints the --salvage errors gathered during the copy: one line per run of unreadable
+    // sectors with the same reason, then the totals.
+    void report_salvage();
+
+private:
     const ConvertArgs& a_;
     ConvertPlan p_;
+    // --salvage's per-sector warnings ("error while reading [block status at ]offset N: R"),
+    // by reason; workers report them out of order, so they are sorted and merged at the end.
+    std::map<std::string, std::vector<uint64_t>> salvage_;
     Progress& progress_;
     Interrupts& intr_;
     blk::ObjectStore objects_;
@@ -210,6 +223,47 @@ private:
     std::string error_;
     bool interrupted_ = false;
 };
+
+void Converter::note_salvage(const std::string& msg) {
+    // A sector per warning: a damaged 64 MiB image would print 262,144 lines.
+    static const std::string kReadPrefix = "error while reading offset ";
+    static const std::string kStatusPrefix = "error while reading block status at offset ";
+    std::string rest;
+    if (msg.rfind(kStatusPrefix, 0) == 0) rest = msg.substr(kStatusPrefix.size());
+    else if (msg.rfind(kReadPrefix, 0) == 0) rest = msg.substr(kReadPrefix.size());
+    const auto colon = rest.find(": ");
+    if (colon == std::string::npos || colon == 0 || rest.find_first_not_of("0123456789") != colon) {
+        warn(msg);
+        return;
+    }
+    salvage_[rest.substr(colon + 2)].push_back(std::stoull(rest.substr(0, colon)));
+}
+
+void Converter::report_salvage() {
+    if (salvage_.empty()) return;
+    uint64_t runs = 0, bytes = 0;
+    for (auto& [why, offs] : salvage_) {
+        std::sort(offs.begin(), offs.end());
+        offs.erase(std::unique(offs.begin(), offs.end()), offs.end());
+        // The engine reports one piece per sector (or per request-alignment block).
+        uint64_t step = 0;
+        for (size_t i = 1; i < offs.size(); ++i)
+            if (!step || offs[i] - offs[i - 1] < step) step = offs[i] - offs[i - 1];
+        step = std::max<uint64_t>(step ? std::min<uint64_t>(step, 4096) : kSectorSize, kSectorSize);
+        for (size_t i = 0; i < offs.size();) {
+            size_t j = i + 1;
+            while (j < offs.size() && offs[j] <= offs[j - 1] + step) ++j;
+            const uint64_t len = offs[j - 1] + step - offs[i];
+            warn("error while reading offset " + std::to_string(offs[i]) + ", " + std::to_string(len) +
+                 " bytes: " + why + " (read as zeroes)");
+            ++runs;
+            bytes += len;
+            i = j;
+        }
+    }
+    warn("--salvage: " + std::to_string(runs) + " unreadable run" + (runs == 1 ? "" : "s") + ", " +
+         std::to_string(bytes) + " bytes in all, read as zeroes");
+}
 
 bool Converter::open_sources() {
     for (const std::string& f : p_.sources) {
@@ -347,7 +401,7 @@ int Converter::copy() {
     co.copy_range = a_.copy_range;
     co.salvage = a_.salvage;
     co.progress = [this](uint64_t done, uint64_t total) { progress_.update(done, total); };
-    co.warn = [this](const std::string& m) { warn(m); };
+    co.warn = [this](const std::string& m) { note_salvage(m); };
     co.cancel = intr_.flag();
 
     // Writing in place (-n, or a new image over a device or a file in a directory we cannot
@@ -548,6 +602,7 @@ int cmd_convert(int argc, char** argv) {
     progress.begin();
     Converter conv(a, std::move(plan), progress, intr);
     const int rc = conv.run();
+    conv.report_salvage();
     progress.end(rc == 0 ? ProgressEnd::Ok : conv.interrupted() ? ProgressEnd::Interrupted : ProgressEnd::Failed, conv.error());
     return rc;
 }
