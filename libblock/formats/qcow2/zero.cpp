@@ -91,7 +91,6 @@ Status Qcow2Node::zero_clusters(uint64_t off, uint64_t bytes, unsigned flags, bo
     const bool unmap = flags & kZeroMayUnmap;
     const bool backing = cow_child(*this) != nullptr;
     const bool raw_data = external_ && (h_.autoclear & kAutoclearDataFileRaw);
-    (void)discard;
     if (h_.version < 3 && backing) {
         // No zero flag, and unallocated clusters would read the backing file.
         if (flags & kZeroNoFallback) {
@@ -119,8 +118,10 @@ Status Qcow2Node::zero_clusters(uint64_t off, uint64_t bytes, unsigned flags, bo
             }
         }
         auto st = [&]() -> Status {
-            // No L2 table and nothing below: the whole range reads zero already.
-            if ((l1_[off / per_l2] & kOffsetMask) == 0 && !backing) return {};
+            // A discard with no L2 table and nothing below has nothing to drop. Writing
+            // zeroes still records them, as qemu does (its map then says "present"), so
+            // convert -n leaves the same image qemu-img does (iotest 122).
+            if ((l1_[off / per_l2] & kOffsetMask) == 0 && !backing && discard) return {};
             BLK_TRY_ASSIGN(MetaCache::Entry * t, l2_for_write_locked(off / per_l2));
             for (uint64_t c = first; c < last; ++c) {
                 Plan p;
@@ -141,7 +142,7 @@ Status Qcow2Node::zero_clusters(uint64_t off, uint64_t bytes, unsigned flags, bo
                     release = true;
                 } else if (!ext) {
                     const ClusterKind k = *subcluster_kind(h_, old, 0);
-                    if (k == ClusterKind::ZeroPlain || (k == ClusterKind::UnallocatedPlain && !backing)) continue;
+                    if (k == ClusterKind::ZeroPlain || (k == ClusterKind::UnallocatedPlain && !backing && discard)) continue;
                     if (k == ClusterKind::ZeroAlloc && !unmap) continue;
                     if (owned && !unmap) {
                         next.entry = old.entry | kEntryZero;
@@ -150,8 +151,9 @@ Status Qcow2Node::zero_clusters(uint64_t off, uint64_t bytes, unsigned flags, bo
                         release = true;
                     }
                 } else {
-                    // Unallocated without a backing file already reads zero.
-                    if (!hosted && !compressed && !backing) continue;
+                    // Unallocated without a backing file already reads zero: a discard
+                    // leaves it so, write_zeroes records zero bits as qemu does.
+                    if (!hosted && !compressed && !backing && discard) continue;
                     uint64_t mask = 0;
                     for (uint64_t s = lo / scs; s < (hi + scs - 1) / scs; ++s) mask |= 1ull << s;
                     if ((compressed || (hosted && !owned)) && mask != kAllSubclusters) {
