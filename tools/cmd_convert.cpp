@@ -219,6 +219,7 @@ private:
     NewTarget new_target_;
     std::optional<blk::Graph> target_;
     bool flagged_ = false;
+    bool created_ = false;
     std::string mark_;
     std::string error_;
     bool interrupted_ = false;
@@ -334,6 +335,7 @@ int Converter::prepare_new_target() {
     // Overwriting in place: flagged from before the old content goes until the copy is done.
     req.incomplete = new_target_.flag_in_place();
     if (auto st = blk::create_image(req); !st) return fail(converting + new_target_.describe(st.error().message));
+    created_ = true;
     return 0;
 }
 
@@ -374,7 +376,8 @@ int Converter::stop_interrupted() {
     if (a_.no_create || new_target_.direct()) {
         what = flagged_ ? "the target '" + p_.target + "' is incomplete (" + mark_ + ")"
                         : "the target '" + p_.target + "' may be partly written";
-        if (!target_) what = "the target '" + p_.target + "' was not changed";
+        // Written in place, the create has already emptied it (born flagged, best effort).
+        if (!target_ && !created_) what = "the target '" + p_.target + "' was not changed";
     } else {
         what = new_target_.replaces() ? "the target '" + p_.target + "' was left as it was"
                                       : "the target '" + p_.target + "' was not created";
