@@ -100,3 +100,17 @@ for img in f1 f2 f3 f4 f5; do
     same map --output=json "$img.qcow2"
 done
 ok "unsupported features are named as qemu-img names them"
+
+# A qcow2 cut short: nothing partial reaches stdout before the error (no "[]" that reads as
+# an empty image), and convert's error keeps the cause map names (which table, where).
+qemu-img create -q -f qcow2 big.qcow2 64M
+qemu-io -f qcow2 -c 'write -P 7 0 64M' big.qcow2 >/dev/null
+head -c 300000 big.qcow2 >t2.qcow2
+for cmd in "map --output=json" "map"; do
+    expect_fail 1 "t2\.qcow2: L2 table at 0x40000 \(L1 index 0\) lies past the end of the file" "$BLKIMG" $cmd t2.qcow2
+    [ ! -s "$T/.out" ] || fail "$cmd t2.qcow2 printed on stdout: $(cat "$T/.out")"
+done
+expect_fail 1 "^blkimg: error while reading block status at offset 0: Input/output error \(t2\.qcow2: L2 table at 0x40000 \(L1 index 0\) lies past the end of the file\)" \
+    "$BLKIMG" convert -O raw t2.qcow2 t2.raw
+[ ! -s "$T/.out" ] || fail "convert t2.qcow2 printed on stdout: $(cat "$T/.out")"
+ok "a truncated qcow2: no partial output, the cause kept"
