@@ -18,7 +18,7 @@ void add_output_flag(CLI::App& app, std::string& output) {
     app.add_option("--output", output, "output format")->check(CLI::IsMember({"human", "json"}));
 }
 
-blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing) {
+blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing, bool no_io) {
     const std::string label = "Could not open '" + args.filename + "'";
     if (args.image_opts && !args.format.empty()) {
         return blk::make_error(EINVAL, "--image-opts and --format are mutually exclusive");
@@ -29,6 +29,7 @@ blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing
     flags.read_only = true;
     flags.force_share = args.force_share;
     flags.open_backing = open_backing;
+    flags.no_io = no_io;
     blk::ImageSpec spec{args.filename, args.format, args.image_opts};
     auto g = [&]() -> blk::Result<blk::Graph> {
         BLK_TRY_ASSIGN(blk::Json opts, blk::image_spec_options(spec));

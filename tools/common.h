@@ -28,7 +28,8 @@ void add_output_flag(CLI::App& app, std::string& output);
 
 // Opens the image described by `args` read-only (with backing files unless told not to).
 // Errors carry qemu-img's "Could not open 'NAME': " context.
-blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing = true);
+// `no_io`: metadata only, as qemu-img info opens (an encrypted image needs no key).
+blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing = true, bool no_io = false);
 
 // Prints "blkimg: MESSAGE" to stderr.
 void print_error(const std::string& message);

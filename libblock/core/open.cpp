@@ -19,19 +19,16 @@ std::string chain_key(const std::string& filename) {
     return filename;
 }
 
+// qemu's find_image_format: an empty file is raw; otherwise the first 2048 bytes (zero
+// padded past the end, as qemu reads them) go to every prober. A format we recognise but
+// cannot read is refused by name: reading it as raw would hand out its metadata as data.
 Result<std::string> probe_format(const Registry& reg, Node& file, const std::string& filename) {
-    std::vector<std::byte> head(std::min<uint64_t>(kProbeBytes, file.size()));
-    if (!head.empty()) BLK_TRY(file.read(0, head));
-    int best = 0;
-    std::string name = "raw";
-    for (const DriverSpec* d : reg.all()) {
-        if (!d->probe) continue;
-        int score = d->probe(head, filename);
-        if (score > best) {
-            best = score;
-            name = d->name;
-        }
-    }
+    if (file.size() == 0) return std::string("raw");
+    std::vector<std::byte> head(kProbeBytes);
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(kProbeBytes, file.size()));
+    BLK_TRY(file.read(0, std::span(head).first(n)).context("Could not read image for determining its format"));
+    std::string name = probe_head(reg, head, filename);
+    if (!reg.find(name)) return make_error(ENOTSUP, filename + " is a " + name + " image; blkimg cannot read " + name + " yet");
     return name;
 }
 
@@ -73,6 +70,7 @@ Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
     if (!opts["driver"].is_string()) return make_error(EINVAL, "Parameter 'driver' expects a string");
     std::string drv = opts["driver"].get<std::string>();
     const DriverSpec* spec = reg_.find(drv);
+    if (!spec && is_foreign_format(drv)) return make_error(ENOTSUP, "blkimg cannot read " + drv + " yet");
     if (!spec) return make_error(EINVAL, "Unknown driver '" + drv + "'");
     BLK_TRY(validate_options(opts, spec->options, drv, spec->kind == DriverKind::Protocol));
     BLK_TRY_ASSIGN(std::shared_ptr<Node> node, spec->open(*this, opts));
@@ -177,10 +175,14 @@ Result<Json> image_spec_options(const ImageSpec& spec) {
         opts["file"] = Json{{"driver", "file"}, {"filename", spec.filename}};
     }
     if (!spec.format.empty()) {
-        if (opts.contains("driver") && opts["driver"] != spec.format) {
-            return make_error(EINVAL, "Cannot use format '" + spec.format + "' with driver '" +
-                                          opts["driver"].dump() + "' in the image options");
+        // -f naming a protocol (-f file) opens the file node itself, as qemu-img does: the
+        // name is that node's filename, not a child's.
+        const DriverSpec* d = Registry::builtin().find(spec.format);
+        if (d && d->kind == DriverKind::Protocol && !spec.image_opts && !is_json_filename(spec.filename)) {
+            return Json{{"driver", spec.format}, {"filename", spec.filename}};
         }
+        // -f wins over a "driver" the json: names (qemu merges the json: options under the
+        // ones it already has), so `-f raw json:{"driver":"qcow2",...}` is raw over that file.
         // Keep "driver" first, as qemu prints it.
         Json out = Json::object();
         out["driver"] = spec.format;

@@ -47,8 +47,12 @@ constexpr auto kSleepSlice = std::chrono::milliseconds(50);
 
 std::string reason(int code) { return std::strerror(code); }
 
-Error read_error(uint64_t off, int code) {
-    return make_error(code, "error while reading at byte " + std::to_string(off) + ": " + reason(code));
+// qemu-img's text first (scripts match it), then the cause when the error says more than
+// strerror does: which table or file failed is what the user needs to act on.
+Error read_error(uint64_t off, const Error& cause) {
+    std::string msg = "error while reading at byte " + std::to_string(off) + ": " + reason(cause.code);
+    if (cause.message != reason(cause.code)) msg += " (" + cause.message + ")";
+    return make_error(cause.code, std::move(msg));
 }
 
 Error write_error(uint64_t off, int code) {
@@ -448,7 +452,7 @@ Status Engine::prepare_read(Slot& s, bool may_map) {
             buffer_bytes_ += bytes;
         }
         std::span<std::byte> buf(s.buf.get(), q.len);
-        if (auto st = read_guest(q.off, buf); !st) return read_error(q.off, st.error().code);
+        if (auto st = read_guest(q.off, buf); !st) return read_error(q.off, st.error());
         data = buf;
     }
     if (cluster_) {

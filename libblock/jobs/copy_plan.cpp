@@ -54,8 +54,10 @@ Result<Planner::Run> Planner::query(uint64_t pos) {
         }
         const int code = r.error().code;
         if (!cfg_.salvage) {
-            return make_error(code, "error while reading block status at offset " + std::to_string(soff) + ": " +
-                                        std::strerror(code));
+            // qemu-img's text, then the cause (which table lies where) when it says more.
+            std::string msg = "error while reading block status at offset " + std::to_string(soff) + ": " + std::strerror(code);
+            if (r.error().message != std::strerror(code)) msg += " (" + r.error().message + ")";
+            return make_error(code, std::move(msg));
         }
         if (n <= kSalvageSector) {
             // One sector whose status is unknown: read it and let the read decide.

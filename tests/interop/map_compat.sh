@@ -7,6 +7,9 @@ same_map() {  # same_map LABEL ARGS...: stdout, stderr text and exit code all eq
     local rc_q=0 rc_b=0
     qemu-img map "$@" >q.out 2>q.err || rc_q=$?
     "$BLKIMG" map "$@" >b.out 2>b.err || rc_b=$?
+    # On an error qemu-img has already printed part of the map (the human header, or "[");
+    # blkimg prints nothing, so a script ignoring the exit code never reads a partial map.
+    if [ "$rc_q" != 0 ]; then : >q.out; fi
     expect_eq "map $* (stdout)" "$(cat q.out)" "$(cat b.out)"
     expect_eq "map $* (stderr)" "$(sed 's/^qemu-img: /blkimg: /' q.err)" "$(cat b.err)"
     expect_eq "map $* (exit code)" "$rc_q" "$rc_b"

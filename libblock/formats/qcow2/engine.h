@@ -81,6 +81,9 @@ public:
     std::optional<uint64_t> cluster_size() const override { return h_.cluster_size(); }
     std::optional<bool> dirty() const override;
     Json format_specific() const override;
+    bool encrypted() const override { return !encrypt_.is_null(); }
+    // An encrypted image opened for its metadata only: its "encrypt" info block.
+    void set_encrypt_info(Json info) { encrypt_ = std::move(info); }
 
     bool can_write_compressed() const override;
     Result<CompressedCluster> compress_cluster(std::span<const std::byte> data) const override;
@@ -100,6 +103,7 @@ protected:
     Status do_write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c) override;
 
 private:
+    Json encrypt_;  // null unless encrypted
     using Lock = std::unique_lock<std::mutex>;
 
     // --- open (qcow2.cpp) ---

@@ -75,6 +75,10 @@ Status parse_extensions(Header& h, std::span<const std::byte> head, uint64_t sta
                 break;
             case kExtCryptoHeader:
                 h.has_crypto_ext = true;
+                if (len >= 16) {
+                    h.crypto_offset = load_be64(p);
+                    h.crypto_length = load_be64(p + 8);
+                }
                 break;
             default:
                 break;  // unknown extensions are ignored, as the spec allows
@@ -145,8 +149,7 @@ Result<Header> parse_header(std::span<const std::byte> head, uint64_t file_size)
     }
     if (ext_end > h.header_length) BLK_TRY(parse_extensions(h, head, h.header_length, ext_end));
 
-    if (uint64_t unknown = h.incompatible & ~kIncompatKnown) {
-        (void)unknown;
+    if (h.incompatible & ~kIncompatKnown) {
         return bad("Unsupported qcow2 feature(s): " + unknown_incompatible_names(h));
     }
     if ((h.incompatible & kIncompatCompression) && h.compression == CompressionType::Zlib) {
@@ -234,17 +237,24 @@ CompressedRef compressed_ref(const Header& h, uint64_t entry) {
     return CompressedRef{offset, sectors * 512 - (offset & 511)};
 }
 
+// As qemu words it: the names the image's feature table gives, in table order (the table
+// ends at the first entry without a name; a bit is named once), then whatever bits are left
+// as one hex mask without "0x".
 std::string unknown_incompatible_names(const Header& h) {
     std::string out;
-    uint64_t unknown = h.incompatible & ~kIncompatKnown;
-    for (unsigned bit = 0; bit < 64; ++bit) {
-        if (!((unknown >> bit) & 1)) continue;
-        std::string name;
-        for (const FeatureName& f : h.features)
-            if (f.type == 0 && f.bit == bit) name = f.name;
-        if (name.empty()) name = "Unknown incompatible feature: " + hex(1ull << bit);
+    uint64_t mask = h.incompatible & ~kIncompatKnown;
+    for (const FeatureName& f : h.features) {
+        if (f.name.empty()) break;
+        if (f.type != 0 || f.bit >= 64 || !((mask >> f.bit) & 1)) continue;
         if (!out.empty()) out += ", ";
-        out += name;
+        out += f.name;
+        mask &= ~(1ull << f.bit);
+    }
+    if (mask) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(mask));
+        if (!out.empty()) out += ", ";
+        out += std::string("Unknown incompatible feature: ") + buf;
     }
     return out;
 }

@@ -90,6 +90,8 @@ struct Header {
     uint64_t bitmap_dir_size = 0;
     uint64_t bitmap_dir_offset = 0;
     bool has_crypto_ext = false;
+    uint64_t crypto_offset = 0;        // the LUKS header in the image file (crypt_method 2)
+    uint64_t crypto_length = 0;
 
     uint64_t cluster_size() const { return 1ull << cluster_bits; }
     bool extended_l2() const { return incompatible & kIncompatExtendedL2; }

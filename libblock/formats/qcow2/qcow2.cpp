@@ -9,6 +9,7 @@
 #include "create.h"
 #include "engine.h"
 #include "format.h"
+#include "../luks_header.h"
 
 namespace blk {
 
@@ -170,6 +171,7 @@ Json Qcow2Node::format_specific() const {
         if (!bitmaps_.empty()) d["bitmaps"] = bitmaps_;
         d["compression-type"] = h_.compression == CompressionType::Zstd ? "zstd" : "zlib";
     }
+    if (!encrypt_.is_null()) d["encrypt"] = encrypt_;
     return Json{{"type", "qcow2"}, {"data", d}};
 }
 
@@ -281,12 +283,33 @@ Result<std::shared_ptr<Node>> open_qcow2(OpenContext& ctx, const Json& opts) {
             BLK_TRY(file->read(0, head).context(name));
         }
     }
+    // Header errors read as qemu's, without the file's name: the caller's "Could not open
+    // 'NAME': " already says which image.
     auto h = parse_header(head, file->size());
-    if (!h) return std::move(h).error().with_context(name);
+    if (!h) return std::move(h).error();
+    // An encrypted image opens for its metadata only (info), as qemu opens it without a key
+    // under BDRV_O_NO_IO; anything that reads guest data needs the key, and then decryption,
+    // which blkimg does not have yet: never hand out ciphertext as data.
+    Json encrypt;
     if (h->crypt_method != 0) {
-        return make_error(ENOTSUP, name + ": encrypted qcow2 images are not supported yet");
+        if (!ctx.flags().no_io) {
+            if (!opts.contains("encrypt.key-secret") &&
+                !(opts.contains("encrypt") && opts["encrypt"].is_object() && opts["encrypt"].contains("key-secret"))) {
+                return make_error(ENOTSUP, "Parameter 'encrypt.key-secret' is required for cipher");
+            }
+            return make_error(ENOTSUP, "encrypted qcow2 images are not supported yet (blkimg cannot decrypt their data)");
+        }
+        if (h->crypt_method == 1) {
+            encrypt = Json{{"format", "aes"}};
+        } else {
+            if (!h->has_crypto_ext) return make_error(EINVAL, "LUKS encryption without its header extension");
+            auto info = luks_header_info(*file, h->crypto_offset);
+            if (!info) return std::move(info).error();
+            encrypt = std::move(*info);
+        }
     }
     auto node = std::make_shared<Qcow2Node>(opts, std::move(*h), std::move(head));
+    if (!encrypt.is_null()) node->set_encrypt_info(std::move(encrypt));
     BLK_TRY(node->init(ctx, opts, std::move(file)));
     return std::shared_ptr<Node>(node);
 }
@@ -320,7 +343,8 @@ DriverSpec qcow2_driver() {
         {"encrypt.key-secret", OptType::String, "encryption is not supported yet"},
     };
     d.probe = [](std::span<const std::byte> head, const std::string&) {
-        return head.size() >= 4 && load_be32(head.data()) == qcow2::kMagic ? 100 : 0;
+        // Version 1 is qcow, not qcow2 (qemu's qcow2 probe wants version 2 or later).
+        return head.size() >= 104 && load_be32(head.data()) == qcow2::kMagic && load_be32(head.data() + 4) >= 2 ? 100 : 0;
     };
     d.open = qcow2::open_qcow2;
     d.create_options = qcow2::create_schema();

@@ -10,6 +10,8 @@
 namespace blk::qcow2 {
 
 Status Qcow2Node::do_read(uint64_t off, std::span<std::byte> buf) {
+    // Opened for its metadata only: the clusters hold ciphertext, never data to hand out.
+    if (encrypted()) return make_error(ENOTSUP, name_ + ": encrypted qcow2 images are not supported yet");
     std::vector<std::byte> cluster;
     while (!buf.empty()) {
         Extent e;

@@ -97,6 +97,9 @@ struct OpenFlags {
     bool force_share = false;     // -U
     bool allow_probe = true;      // probe formats when no driver is named
     bool open_backing = true;     // false: -u style, don't open backing files
+    // Metadata only (qemu's BDRV_O_NO_IO, as qemu-img info opens): no guest data is read,
+    // so an encrypted image opens without its key.
+    bool no_io = false;
     unsigned max_chain_depth = 16;
 };
 
@@ -140,6 +143,13 @@ private:
     const ObjectStore* objects_;
     std::vector<std::string> chain_;  // filenames of the backing chain being opened
 };
+
+// Probing as qemu-img 7.2 does: `head` is the image's first 2048 bytes (zero padded past the
+// end). Returns the best-scoring format, "raw" when nothing else matches. The name may be a
+// format qemu probes that has no driver here (is_foreign_format): callers refuse those.
+std::string probe_head(const Registry& reg, std::span<const std::byte> head, const std::string& filename);
+// A format qemu 7.2 probes and reads that libblock has no driver for yet (vmdk, vdi, ...).
+bool is_foreign_format(std::string_view name);
 
 // How qemu-img names an image on its command line.
 struct ImageSpec {

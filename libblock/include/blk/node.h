@@ -198,6 +198,8 @@ public:
     virtual Json snapshots() const { return Json::array(); }
     // qemu's "format-specific" object ({"type": ..., "data": {...}}), or null.
     virtual Json format_specific() const { return nullptr; }
+    // The guest data is encrypted (info's "encrypted: yes").
+    virtual bool encrypted() const { return false; }
     // Bytes allocated on the host (qemu's actual-size); ENOTSUP if unknown.
     virtual Result<uint64_t> allocated_file_size() const;
 

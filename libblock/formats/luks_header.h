@@ -1,0 +1,17 @@
+// The LUKS (version 1) header: what qemu-img info shows of an encrypted image without its key.
+#pragma once
+
+#include <cstdint>
+
+#include "blk/node.h"
+#include "blk/result.h"
+
+namespace blk {
+
+// Reads and checks the LUKS header at `offset` of `file` and returns qemu's
+// QCryptoBlockInfo for it: {"format":"luks", "cipher-alg", "cipher-mode", "ivgen-alg",
+// ["ivgen-hash-alg"], "hash-alg", "payload-offset", "master-key-iters", "uuid", "slots"}.
+// Nothing is decrypted; the key is not needed.
+Result<Json> luks_header_info(Node& file, uint64_t offset);
+
+}  // namespace blk
