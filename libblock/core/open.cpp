@@ -78,7 +78,17 @@ Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
     const DriverSpec* spec = reg_.find(drv);
     if (!spec) return make_error(EINVAL, "Unknown driver '" + drv + "'");
     BLK_TRY(validate_options(opts, spec->options, drv, spec->kind == DriverKind::Protocol));
-    BLK_TRY_ASSIGN(std::shared_ptr<Node> node, spec->open(*this, opts));
+    // force-share=on and read-only=on on a node hold for everything below it, as in qemu
+    // (bdrv_inherited_options): a format node's force-share reaches its file's locks.
+    BLK_TRY_ASSIGN(auto share, opt_bool(opts, "force-share"));
+    BLK_TRY_ASSIGN(auto ro, opt_bool(opts, "read-only"));
+    const OpenFlags saved = flags_;
+    if (share.value_or(false)) flags_.force_share = true;
+    if (ro.value_or(false)) flags_.read_only = true;
+    auto opened = spec->open(*this, opts);
+    flags_.force_share = saved.force_share;
+    flags_.read_only = saved.read_only;
+    BLK_TRY_ASSIGN(std::shared_ptr<Node> node, std::move(opened));
     std::vector<std::string> strong;
     for (const OptSpec& o : spec->options)
         if (o.strong) strong.push_back(o.name);
