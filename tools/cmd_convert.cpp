@@ -463,7 +463,10 @@ int Converter::run() {
     } else {
         out_backing_ = a_.backing;
         if (a_.target_is_zero && !out_backing_.empty()) {
-            return fail("Cannot use --target-is-zero when the destination image has a backing file");
+            // qemu-img 7.2 says this and exits 0 having written nothing; scripts see the same.
+            progress_.clear_line();
+            print_error("Cannot use --target-is-zero when the destination image has a backing file");
+            return 0;
         }
         if (p_.sources.size() > 1 && !out_backing_.empty()) {
             return fail("Having a backing file for the target makes no sense when concatenating multiple input images");

@@ -72,7 +72,47 @@ void print_error(const std::string& message) {
     std::fprintf(stderr, "blkimg: %s\n", message.c_str());
 }
 
+namespace {
+
+// `--object help` and `--object TYPE,help` print what qemu-img prints and end the command
+// (qemu-img acts on them while reading its options, before it wants a filename).
+bool object_help(const std::string& def) {
+    const bool all = def == "help" || def == "?";
+    const auto comma = def.find(',');
+    const std::string rest = comma == std::string::npos ? "" : def.substr(comma + 1);
+    if (!all && rest != "help" && rest != "?") return false;
+    const std::string type = all ? "" : def.substr(0, comma);
+    if (type == "secret") {
+        std::printf("secret options:\n  data=<string>\n  file=<string>\n  format=<QCryptoSecretFormat>\n"
+                    "  iv=<string>\n  keyid=<string>\n");
+    } else if (type == "throttle-group") {
+        std::printf("throttle-group options:\n  limits=<ThrottleLimits>\n");
+        for (const char* what : {"bps", "iops"}) {
+            for (const char* dir : {"read", "total", "write"}) {
+                std::printf("  x-%s-%s-max-length=<int>\n  x-%s-%s-max=<int>\n  x-%s-%s=<int>\n", what, dir, what,
+                            dir, what, dir);
+                if (std::string(what) == "iops" && std::string(dir) == "read") std::printf("  x-iops-size=<int>\n");
+            }
+        }
+    } else {
+        std::printf("List of user creatable objects:\n");
+        for (const char* t : {"authz-list", "authz-list-file", "authz-simple", "main-loop", "pr-manager-helper", "secret",
+                              "secret_keyring", "thread-context", "throttle-group", "tls-cipher-suites",
+                              "tls-creds-anon", "tls-creds-psk", "tls-creds-x509"})
+            std::printf("  %s\n", t);
+    }
+    return true;
+}
+
+}  // namespace
+
 int parse_cli(CLI::App& app, int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--") break;
+        if (a == "--object" && i + 1 < argc && object_help(argv[i + 1])) return 0;
+        if (a.rfind("--object=", 0) == 0 && object_help(a.substr(9))) return 0;
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {

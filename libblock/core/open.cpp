@@ -1,5 +1,8 @@
 // Opening a graph: image specs to options trees, probing, children and backing chains.
+#include <algorithm>
 #include <climits>
+#include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <vector>
 
@@ -73,7 +76,17 @@ Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
     if (!spec && is_foreign_format(drv)) return make_error(ENOTSUP, "blkimg cannot read " + drv + " yet");
     if (!spec) return make_error(EINVAL, "Unknown driver '" + drv + "'");
     BLK_TRY(validate_options(opts, spec->options, drv, spec->kind == DriverKind::Protocol));
-    BLK_TRY_ASSIGN(std::shared_ptr<Node> node, spec->open(*this, opts));
+    // force-share=on and read-only=on on a node hold for everything below it, as in qemu
+    // (bdrv_inherited_options): a format node's force-share reaches its file's locks.
+    BLK_TRY_ASSIGN(auto share, opt_bool(opts, "force-share"));
+    BLK_TRY_ASSIGN(auto ro, opt_bool(opts, "read-only"));
+    const OpenFlags saved = flags_;
+    if (share.value_or(false)) flags_.force_share = true;
+    if (ro.value_or(false)) flags_.read_only = true;
+    auto opened = spec->open(*this, opts);
+    flags_.force_share = saved.force_share;
+    flags_.read_only = saved.read_only;
+    BLK_TRY_ASSIGN(std::shared_ptr<Node> node, std::move(opened));
     std::vector<std::string> strong;
     for (const OptSpec& o : spec->options)
         if (o.strong) strong.push_back(o.name);
@@ -201,26 +214,90 @@ Result<Graph> open_image(const ImageSpec& spec, const OpenFlags& flags, const Ob
     return Graph{std::move(root)};
 }
 
+namespace {
+
+// The properties qemu 7.2 gives each object type blkimg knows (an int: a number; else a string).
+const std::vector<std::pair<std::string, bool>>& object_properties(const std::string& type) {
+    static const std::vector<std::pair<std::string, bool>> secret = {
+        {"data", false}, {"file", false}, {"format", false}, {"iv", false}, {"keyid", false}};
+    static const std::vector<std::pair<std::string, bool>> throttle = [] {
+        std::vector<std::pair<std::string, bool>> v = {{"limits", false}, {"x-iops-size", true}};
+        for (const char* what : {"bps", "iops"})
+            for (const char* dir : {"total", "read", "write"})
+                for (const char* suffix : {"", "-max", "-max-length"})
+                    v.emplace_back(std::string("x-") + what + "-" + dir + suffix, true);
+        return v;
+    }();
+    return type == "secret" ? secret : throttle;
+}
+
+// What qemu's secret object checks when it is created: where the data comes from, that a
+// file can be read, the format, and that a key secret exists.
+Status check_secret(const Json& obj, const ObjectStore& store) {
+    if (auto f = obj.find("format"); f != obj.end() && *f != "raw" && *f != "base64")
+        return make_error(EINVAL, "Parameter 'format' does not accept value '" +
+                                      (f->is_string() ? f->get<std::string>() : f->dump()) + "'");
+    const bool has_file = obj.contains("file"), has_data = obj.contains("data");
+    if (has_file && has_data) return make_error(EINVAL, "'file' and 'data' are mutually exclusive");
+    if (!has_file && !has_data) return make_error(EINVAL, "Either 'file' or 'data' must be provided");
+    if (has_file) {
+        const std::string path = obj["file"].is_string() ? obj["file"].get<std::string>() : obj["file"].dump();
+        FILE* f = std::fopen(path.c_str(), "rb");
+        if (!f) {
+            return make_error(errno, "Unable to read " + path + ": Failed to open file \u201C" + path +
+                                         "\u201D: " + std::strerror(errno));
+        }
+        char buf[4096];
+        while (std::fread(buf, 1, sizeof buf, f) == sizeof buf) {
+        }
+        const int err = std::ferror(f) ? errno : 0;
+        std::fclose(f);
+        if (err) {
+            return make_error(err, "Unable to read " + path + ": Error reading file \u201C" + path + "\u201D: " +
+                                       std::strerror(err));
+        }
+    }
+    if (auto k = obj.find("keyid"); k != obj.end()) {
+        const std::string id = k->is_string() ? k->get<std::string>() : k->dump();
+        auto it = store.objects.find(id);
+        if (it == store.objects.end()) return make_error(ENOENT, "No secret with id '" + id + "'");
+        if (it->second["qom-type"] != "secret") return make_error(EINVAL, "Object with id '" + id + "' is not a secret");
+    }
+    return {};
+}
+
+}  // namespace
+
 Status ObjectStore::add(std::string_view spec) {
     Json obj;
     if (!spec.empty() && spec.front() == '{') {
-        try {
-            obj = Json::parse(spec);
-        } catch (const std::exception& e) {
-            return make_error(EINVAL, std::string("--object: invalid JSON: ") + e.what());
-        }
+        BLK_TRY_ASSIGN(obj, parse_qemu_json(spec));
     } else {
         BLK_TRY_ASSIGN(obj, parse_dotted(spec, "qom-type"));
     }
     if (!obj.is_object() || !obj.contains("qom-type") || !obj["qom-type"].is_string())
-        return make_error(EINVAL, "--object: Parameter 'qom-type' is missing");
-    if (!obj.contains("id") || !obj["id"].is_string()) return make_error(EINVAL, "--object: Parameter 'id' is missing");
-    std::string id = obj["id"].get<std::string>();
-    if (objects.count(id)) return make_error(EEXIST, "--object: attempt to add duplicate object '" + id + "'");
+        return make_error(EINVAL, "Parameter 'qom-type' is missing");
     std::string type = obj["qom-type"].get<std::string>();
-    if (type != "secret" && type != "throttle-group") {
-        return make_error(EINVAL, "--object: invalid object type: " + type);
+    if (type != "secret" && type != "throttle-group")
+        return make_error(EINVAL, "Parameter 'qom-type' does not accept value '" + type + "'");
+    if (!obj.contains("id") || !obj["id"].is_string()) return make_error(EINVAL, "Parameter 'id' is missing");
+    const auto& props = object_properties(type);
+    for (auto it = obj.begin(); it != obj.end(); ++it) {
+        if (it.key() == "qom-type" || it.key() == "id") continue;
+        auto p = std::find_if(props.begin(), props.end(), [&](const auto& e) { return e.first == it.key(); });
+        if (p == props.end()) return make_error(EINVAL, "Parameter '" + it.key() + "' is unexpected");
+        if (p->second && !it.value().is_number_integer()) {
+            char* end = nullptr;
+            const std::string v = it.value().is_string() ? it.value().get<std::string>() : "";
+            errno = 0;
+            (void)std::strtoll(v.c_str(), &end, 0);
+            if (v.empty() || *end != '\0' || errno) return make_error(EINVAL, "Parameter '" + it.key() + "' expects integer");
+        }
     }
+    if (type == "secret") BLK_TRY(check_secret(obj, *this));
+    std::string id = obj["id"].get<std::string>();
+    if (objects.count(id))
+        return make_error(EEXIST, "attempt to add duplicate property '" + id + "' to object (type 'container')");
     objects.emplace(std::move(id), std::move(obj));
     return {};
 }

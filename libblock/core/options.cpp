@@ -187,13 +187,9 @@ Result<Json> expand_dotted_keys(const Json& obj) {
 
 Result<Json> parse_json_filename(std::string_view filename) {
     if (!is_json_filename(filename)) return make_error(EINVAL, "not a json: filename");
-    std::string_view body = filename.substr(5);
-    Json j;
-    try {
-        j = Json::parse(body);
-    } catch (const std::exception& e) {
-        return make_error(EINVAL, "Could not parse the JSON options: " + std::string(e.what()));
-    }
+    auto parsed = parse_qemu_json(filename.substr(5), 5);
+    if (!parsed) return std::move(parsed).error().with_context("Could not parse the JSON options");
+    const Json& j = *parsed;
     if (!j.is_object()) return make_error(EINVAL, "Invalid JSON object given");
     return expand_dotted_keys(j);
 }

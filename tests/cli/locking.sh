@@ -11,6 +11,13 @@ expect_fail 1 "img\.raw.*Failed to get shared \"write\" lock" "$BLKIMG" info img
 "$BLKIMG" info -U img.raw >/dev/null || fail "-U did not skip the lock check"
 "$BLKIMG" info --image-opts driver=raw,file.filename=img.raw,file.locking=off >/dev/null ||
     fail "file.locking=off did not skip the lock check"
+# force-share=on on the format node reaches the file below it, as in qemu-img.
+for spec in 'driver=raw,force-share=on,file.filename=img.raw' 'driver=raw,file.force-share=on,file.filename=img.raw'; do
+    qemu-img info --image-opts "$spec" >/dev/null || fail "qemu-img refuses $spec (test setup)"
+    "$BLKIMG" info --image-opts "$spec" >/dev/null || fail "$spec did not skip the lock check"
+done
+spec='json:{"driver": "raw", "force-share": true, "file": {"driver": "file", "filename": "img.raw"}}'
+"$BLKIMG" info "$spec" >/dev/null || fail "force-share in json: did not skip the lock check"
 kill "$holder"; wait "$holder" 2>/dev/null || true
 ok "writer blocks us, -U and locking=off do not"
 

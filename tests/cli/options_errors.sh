@@ -27,8 +27,8 @@ expect_fail 1 "Specified size is not multiple of 512" \
     "$BLKIMG" info --image-opts 'driver=raw,size=1000,file.filename=r.img'
 expect_fail 1 "Could not open 'missing.img': No such file or directory" "$BLKIMG" info missing.img
 expect_fail 1 "Could not open '.': Is a directory" "$BLKIMG" info .
-expect_fail 1 "--object: Parameter 'id' is missing" "$BLKIMG" info --object secret,data=x r.img
-expect_fail 1 "duplicate object 'sec0'" "$BLKIMG" info --object secret,id=sec0,data=x --object secret,id=sec0,data=y r.img
+expect_fail 1 "Parameter 'id' is missing" "$BLKIMG" info --object secret,data=x r.img
+expect_fail 1 "attempt to add duplicate property 'sec0'" "$BLKIMG" info --object secret,id=sec0,data=x --object secret,id=sec0,data=y r.img
 expect_fail 1 "--output" "$BLKIMG" info --output=xml r.img
 expect_fail 1 "Invalid start offset specified" "$BLKIMG" map --start-offset=abc r.img
 expect_fail 1 "Invalid max length specified" "$BLKIMG" map --max-length=-5 r.img

@@ -176,3 +176,50 @@ TEST_CASE("create options: flat keys, ,, escapes, last value wins, help") {
     CHECK(blk::parse_create_options("")->empty());
     CHECK_FALSE(blk::parse_create_options("=5"));
 }
+
+TEST_CASE("json: filenames take qemu's single-quoted strings and its escapes") {
+    auto r = blk::parse_json_filename(R"(json:{ 'driver': 'null-co', 'size': 1048576, 'read-zeroes': true })");
+    REQUIRE(r);
+    CHECK((*r)["driver"] == "null-co");
+    CHECK((*r)["size"] == 1048576);
+    CHECK((*r)["read-zeroes"] == true);
+    auto q = blk::parse_json_filename(R"(json:{'a': 'it\'s "x"', "b": "it\'s", 'c': '\u00e9\/'})");
+    REQUIRE(q);
+    CHECK((*q)["a"] == "it's \"x\"");
+    CHECK((*q)["b"] == "it's");
+    CHECK((*q)["c"] == "\xC3\xA9/");
+    auto multi = blk::parse_json_filename("json:{\n  'driver': 'blkdebug',\n\t'image': {'driver': 'null-co'}\n}");
+    REQUIRE(multi);
+    CHECK((*multi)["image"]["driver"] == "null-co");
+}
+
+TEST_CASE("qemu JSON errors use qemu's words and name the position") {
+    auto msg = [](std::string_view s) {
+        auto r = blk::parse_json_filename(s);
+        REQUIRE_FALSE(r);
+        return r.error().message;
+    };
+    CHECK(msg("json:{'a':'b\\x'}") ==
+          "Could not parse the JSON options: JSON parse error, invalid escape sequence in string (at column 13)");
+    CHECK(msg("json:{'a' 'b', 'c': 01}") == "Could not parse the JSON options: JSON parse error, stray '01' (at column 21)");
+    CHECK(msg("json:{'a':1}}") == "Could not parse the JSON options: Expecting at most one JSON value (at column 13)");
+    CHECK(msg("json:{'a':1, 'a':2}") == "Could not parse the JSON options: JSON parse error, duplicate key (at column 14)");
+    CHECK(msg("json:{'a'") == "Could not parse the JSON options: JSON parse error, premature EOI (at column 10)");
+    CHECK(msg("json:") == "Could not parse the JSON options: Expecting a JSON value");
+    CHECK(msg("json:{\n 'a': tru\n}") ==
+          "Could not parse the JSON options: JSON parse error, invalid keyword 'tru' (at line 2, column 7)");
+    CHECK(msg("json:{'a':'\\ud800'}").find("\\ud800 is not a valid Unicode character") != std::string::npos);
+    CHECK(msg("json:{'a':'x\ty'}").find("stray ''x\t'") != std::string::npos);
+    CHECK(msg("json:{'a': 0x1}").find("expected separator in dict") != std::string::npos);
+    std::string deep = "json:{'a':" + std::string(1024, '[') + std::string(1024, ']') + "}";
+    CHECK(msg(deep).find("JSON nesting depth limit exceeded") != std::string::npos);
+}
+
+TEST_CASE("qemu JSON numbers: int64, then uint64, then double") {
+    auto r = blk::parse_qemu_json("[-0, 18446744073709551615, 18446744073709551616, 1e3]");
+    REQUIRE(r);
+    CHECK((*r)[0].is_number_integer());
+    CHECK((*r)[1] == 18446744073709551615ull);
+    CHECK((*r)[2].is_number_float());
+    CHECK((*r)[3] == 1000.0);
+}

@@ -36,6 +36,13 @@ Result<Json> parse_create_options(std::string_view text);
 // True if `filename` starts with "json:".
 bool is_json_filename(std::string_view filename);
 
+// Parses JSON as qemu 7.2 does (json: filenames, --object {...}): strings in double or single
+// quotes (\' is an escape in both), integers as int64, then uint64, then double, duplicate keys
+// refused, nesting capped at 1024. An error has qemu's words ("JSON parse error, stray '01'")
+// and then where: " (at column C)", or " (at line L, column C)" past the first line; `origin`
+// is the number of characters before `text` on its first line (5 after "json:").
+Result<Json> parse_qemu_json(std::string_view text, size_t origin = 0);
+
 // Parses "json:{...}" into an options object. Keys containing dots inside the JSON
 // ("file.filename") are expanded into nested objects, as qemu does.
 Result<Json> parse_json_filename(std::string_view filename);
