@@ -54,16 +54,6 @@ Status Node::discard(uint64_t off, uint64_t bytes) {
     return do_discard(off, bytes);
 }
 
-Result<MappedBytes> Node::map_range(uint64_t off, uint64_t len) {
-    BLK_TRY(check_range(*this, off, len, "map"));
-    if (len == 0) return MappedBytes{};
-    return do_map_range(off, len);
-}
-
-Result<MappedBytes> Node::do_map_range(uint64_t, uint64_t) {
-    return make_error(ENOTSUP, "node '" + driver_ + "' cannot lend its bytes in place");
-}
-
 Status Node::flush() {
     if (read_only_) return {};
     return do_flush();

@@ -31,7 +31,6 @@ protected:
 
     Status do_read(uint64_t off, std::span<std::byte> buf) override { return host().read(offset_ + off, buf); }
     Status do_write(uint64_t off, std::span<const std::byte> buf) override { return host().write(offset_ + off, buf); }
-    Result<MappedBytes> do_map_range(uint64_t off, uint64_t len) override { return host().map_range(offset_ + off, len); }
     Status do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) override {
         return host().write_zeroes(offset_ + off, bytes, flags);
     }

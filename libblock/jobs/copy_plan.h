@@ -61,8 +61,8 @@ struct Request {
 // ranges as large as the source allows and merges neighbouring runs with the same action
 // (across backing layers and across sources), so the number of requests follows the
 // data, not the image size. A Read request (without compression) also ends where the
-// source's bytes stop being contiguous on one host node, so that the source can lend the
-// request's bytes in place (Node::map_range) instead of assembling them in a buffer.
+// source's bytes stop being contiguous on one host node, as qemu-img's requests do; the
+// sparse rule (split_sparse) sees the same requests, so the target's zero runs match.
 class Planner {
 public:
     explicit Planner(const PlanConfig& cfg) : cfg_(cfg) {}

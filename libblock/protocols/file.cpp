@@ -157,13 +157,12 @@ uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 class FileNode final : public Node {
 public:
-    FileNode(Json opts, std::string path, Fd fd, uint64_t size, uint64_t mappable, bool read_only, bool regular, bool no_flush)
+    FileNode(Json opts, std::string path, Fd fd, uint64_t size, bool read_only, bool regular, bool no_flush)
         : Node("file", std::move(opts)),
           path_(std::move(path)),
           fd_(std::move(fd)),
           regular_(regular),
-          no_flush_(no_flush),
-          mappable_(read_only ? mappable : 0) {
+          no_flush_(no_flush) {
         size_ = size;
         read_only_ = read_only;
     }
@@ -173,7 +172,6 @@ public:
     void set_direct(Fd dio, uint64_t align) {
         dio_ = std::move(dio);
         align_ = align;
-        mappable_ = 0;  // a mapping is the page cache, which O_DIRECT is asked to stay out of
     }
 
     // A new regular file reads as zeroes; a block device may hold anything.
@@ -211,12 +209,6 @@ protected:
     Status do_read(uint64_t off, std::span<std::byte> buf) override {
         if (align_) return direct_read(off, buf);
         return read_fully(fd_.get(), off, buf);
-    }
-
-    Result<MappedBytes> do_map_range(uint64_t off, uint64_t len) override {
-        // Past the real end (the partial last sector read() pads) there are no pages to map.
-        if (off >= mappable_ || len > mappable_ - off) return Node::do_map_range(off, len);
-        return MappedBytes::map(fd_.get(), off, len).context(path_);
     }
 
     Status do_write(uint64_t off, std::span<const std::byte> buf) override {
@@ -416,8 +408,6 @@ private:
     std::shared_mutex rmw_mu_;
     bool regular_;
     bool no_flush_;  // cache.no-flush: flushes do not reach the disk (qemu's cache=unsafe)
-    // Bytes map_range may lend: a read-only regular file's or block device's real size, else 0.
-    uint64_t mappable_;
     std::mutex hint_mu_;
     uint64_t data_hint_ = UINT64_MAX;  // an offset SEEK_DATA last returned
 };
@@ -453,7 +443,6 @@ Result<std::shared_ptr<Node>> open_file(OpenContext& ctx, const Json& opts) {
         if (end < 0) return errno_error(errno, "Could not get size of '" + path + "'");
         size = static_cast<uint64_t>(end);
     }
-    const uint64_t mappable = S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) ? size : 0;
     // qemu sizes every node in whole 512-byte sectors; a partial last sector reads as zeroes.
     size = (size + kSectorSize - 1) / kSectorSize * kSectorSize;
     bool no_flush = false;
@@ -480,7 +469,7 @@ Result<std::shared_ptr<Node>> open_file(OpenContext& ctx, const Json& opts) {
             if (ioctl(dio.get(), BLKSSZGET, &lbs) == 0 && lbs >= 512 && (lbs & (lbs - 1)) == 0) align = static_cast<uint64_t>(lbs);
         }
     }
-    auto node = std::make_shared<FileNode>(opts, path, std::move(f), size, mappable, ro, S_ISREG(st.st_mode), no_flush);
+    auto node = std::make_shared<FileNode>(opts, path, std::move(f), size, ro, S_ISREG(st.st_mode), no_flush);
     if (direct) node->set_direct(std::move(dio), align);
     return std::shared_ptr<Node>(std::move(node));
 }

@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
 # Times `blkimg convert` against `qemu-img convert` side by side in one run, with
-# `cp --sparse=always` of the raw image as the floor, and prints a markdown table: median wall
-# time, median CPU time (user+sys), peak RSS, output size and the ratios (two for each: the
-# ratio of the medians, and "paired", the median of the ratios within each round).
+# `cp --sparse=always` of the raw image as the floor, and prints a markdown table per image
+# size: median wall time and median CPU time (user+sys) of each tool, peak RSS, output size
+# and the ratios (for wall time the ratio of the medians and "paired", the median of the
+# ratios within each round; for CPU time the paired ratio).
 #
 # usage: tests/bench/bench_convert.sh [BLKIMG|none] [RUNS]      (not a test)
 #   BLKIMG  the blkimg binary (default build/tools/blkimg); "none" times only qemu-img and cp
 #   RUNS    alternating rounds per case (default 10: single runs vary 0.6x to 2x here)
 # environment:
-#   SIZE=4G      image size (SIZE=512M for a smoke run)
+#   SIZES="256M 1G 4G"  image sizes, one table each, smallest first (SIZES=512M for a smoke
+#                run; SIZE=... alone is taken as one size, as before)
 #   SEED=1       generator seed
 #   CASES=...    comma-separated subset of: raw-qcow2, qcow2-raw, chain-qcow2, raw-qcow2-zlib,
 #                raw-qcow2-zstd, zlib-raw, zstd-raw (default: all)
 #   SETTLE=5     seconds to wait before each timed command (see Method)
-#   WORKDIR=DIR  build the images there and keep them for the next run (default: a temporary
-#                directory under ${TMPDIR:-/var/tmp}, removed at the end)
-# needs: qemu-utils, c++ (g++), python3, time (/usr/bin/time), about 4x SIZE of free disk.
+#   WORKDIR=DIR  build the images in DIR/<size> and keep them for the next run (default: a
+#                temporary directory under ${TMPDIR:-/var/tmp}, removed at the end)
+# needs: qemu-utils, c++ (g++), python3, time (/usr/bin/time), about 4x the largest size of
+# free disk (each size's images are removed before the next size's are built, unless kept
+# in WORKDIR: then the sum).
 #
 # The images (all from SEED, the same bytes on every machine):
-#   image.raw    SIZE bytes in runs of 64 KiB to 8 MiB: ~40% random, ~20% text-like (zlib
+#   image.raw    <size> bytes in runs of 64 KiB to 8 MiB: ~40% random, ~20% text-like (zlib
 #                with a 4 KiB window shrinks it ~2.8x, like documentation text), ~20% zeroes
 #                written out, ~20% holes (tests/bench/gen_image.cpp, datagen.h)
 #   image.qcow2  its qcow2 form (qemu-img convert, 64 KiB clusters)
@@ -53,7 +57,7 @@ if [ "$BLKIMG" != none ]; then
     BLKIMG=$(realpath "$BLKIMG")
     [ -x "$BLKIMG" ] || { echo "bench_convert: $BLKIMG is not an executable" >&2; exit 2; }
 fi
-SIZE=${SIZE:-4G}
+SIZES=${SIZES:-${SIZE:-256M 1G 4G}}
 SEED=${SEED:-1}
 SETTLE=${SETTLE:-5}
 CASES=${CASES:-raw-qcow2,qcow2-raw,chain-qcow2,raw-qcow2-zlib,raw-qcow2-zstd,zlib-raw,zstd-raw}
@@ -62,11 +66,15 @@ for tool in qemu-img qemu-io c++ python3 /usr/bin/time; do
 done
 
 if [ -n "${WORKDIR:-}" ]; then
-    W=$(mkdir -p "$WORKDIR" && cd "$WORKDIR" && pwd)
+    TOP=$(mkdir -p "$WORKDIR" && cd "$WORKDIR" && pwd)
 else
-    W=$(mktemp -d "${TMPDIR:-/var/tmp}/blkimg-bench.XXXXXX")
-    trap 'rm -rf "$W"' EXIT
+    TOP=$(mktemp -d "${TMPDIR:-/var/tmp}/blkimg-bench.XXXXXX")
+    trap 'rm -rf "$TOP"' EXIT
 fi
+
+for SIZE in $SIZES; do
+W=$TOP/$SIZE
+mkdir -p "$W"
 cd "$W"
 rm -f out.raw out.qcow2
 
@@ -240,29 +248,39 @@ def paired(a, b):
     return "–" if not rs else "%.2f" % statistics.median(rs)
 
 print()
-print("%s; %s; %d CPUs; load average at the end %s; SIZE=%s; %d rounds per case" % (
-    qemu_version(), ("blkimg " + blkimg) if have_blk else "blkimg not timed", os.cpu_count(),
-    " ".join(open("/proc/loadavg").read().split()[:3]), size, runs))
+print("### SIZE=%s" % size)
 print()
-print("| case | qemu-img wall (s) | blkimg wall (s) | blkimg / qemu-img | paired | cp wall (s) | blkimg / cp | paired "
-      "| qemu-img CPU (s) | blkimg CPU (s) | qemu-img peak RSS (MiB) | blkimg peak RSS (MiB) "
+print("%s; %s; %d CPUs; load average at the end %s; %d rounds per case" % (
+    qemu_version(), ("blkimg " + blkimg) if have_blk else "blkimg not timed", os.cpu_count(),
+    " ".join(open("/proc/loadavg").read().split()[:3]), runs))
+print()
+print("| case | qemu-img wall (s) | blkimg wall (s) | blkimg / qemu-img wall | paired "
+      "| qemu-img CPU (s) | blkimg CPU (s) | blkimg / qemu-img CPU, paired "
+      "| cp wall (s) | cp CPU (s) | blkimg / cp wall | paired "
+      "| qemu-img peak RSS (MiB) | blkimg peak RSS (MiB) "
       "| qemu-img output (MiB) | blkimg output (MiB) | output blkimg / qemu-img |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-cp_walls = []
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+cp_walls, cp_cpus = [], []
 for case, stats in results:
     q = stats["qemu-img"]
     b = stats.get("blkimg", {"wall": [], "cpu": [], "rss": [], "size": None})
     c = stats.get("cp", {"wall": [], "cpu": [], "rss": [], "size": None})
     cp_walls += c["wall"]
+    cp_cpus += c["cpu"]
     qs = q["size"] / 2**20 if q["size"] is not None else None
     bs = b["size"] / 2**20 if b["size"] is not None else None
-    print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+    print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
         case[1], fmt(med(q["wall"])), fmt(med(b["wall"])), ratio(med(b["wall"]), med(q["wall"])),
         paired(b["wall"], q["wall"]),
-        fmt(med(c["wall"])), ratio(med(b["wall"]), med(c["wall"])), paired(b["wall"], c["wall"]),
-        fmt(med(q["cpu"])), fmt(med(b["cpu"])),
+        fmt(med(q["cpu"])), fmt(med(b["cpu"])), paired(b["cpu"], q["cpu"]),
+        fmt(med(c["wall"])), fmt(med(c["cpu"])), ratio(med(b["wall"]), med(c["wall"])), paired(b["wall"], c["wall"]),
         fmt(max(q["rss"]) / 1024 if q["rss"] else None, "%.1f"), fmt(max(b["rss"]) / 1024 if b["rss"] else None, "%.1f"),
         fmt(qs, "%.1f"), fmt(bs, "%.1f"), "–" if bs is None else "%.3f" % (bs / qs)))
 if cp_walls:
-    print("| cp --sparse=always image.raw (the floor, all rounds) | | | | | %s | | | | | | | | | |" % fmt(med(cp_walls)))
+    print("| cp --sparse=always image.raw (the floor, all rounds) | | | | | | | | %s | %s | | | | | | | |" % (
+        fmt(med(cp_walls)), fmt(med(cp_cpus))))
 PY
+# Without WORKDIR only one size's images are on disk at a time.
+cd "$TOP"
+[ -n "${WORKDIR:-}" ] || rm -rf "$W"
+done

@@ -93,7 +93,6 @@ public:
 
 protected:
     Status do_read(uint64_t off, std::span<std::byte> buf) override;
-    Result<MappedBytes> do_map_range(uint64_t off, uint64_t len) override;
     Result<BlockStatus> do_block_status(uint64_t off, uint64_t bytes) override;
     Status do_write(uint64_t off, std::span<const std::byte> buf) override;
     Status do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) override;

@@ -51,24 +51,6 @@ Status Qcow2Node::do_read(uint64_t off, std::span<std::byte> buf) {
     return {};
 }
 
-// Lends a range that one run of data clusters holds contiguously in the data file, or that
-// this layer leaves wholly to a backing file that lends it. Zeroes, compressed clusters
-// and ranges that change kind or jump on the host are not lent: read() assembles them.
-Result<MappedBytes> Qcow2Node::do_map_range(uint64_t off, uint64_t len) {
-    Extent e;
-    {
-        std::lock_guard lock(mu_);
-        BLK_TRY_ASSIGN(e, lookup_locked(off, len));
-    }
-    if (e.bytes == len) {
-        if (e.kind == ClusterKind::Normal) return data_->map_range(e.host, len);
-        if (e.kind == ClusterKind::UnallocatedPlain || e.kind == ClusterKind::UnallocatedAlloc) {
-            Node* cow = cow_child(*this);
-            if (cow && off < cow->size() && len <= cow->size() - off) return cow->map_range(off, len);
-        }
-    }
-    return Node::do_map_range(off, len);
-}
 
 Result<BlockStatus> Qcow2Node::do_block_status(uint64_t off, uint64_t bytes) {
     BLK_TRY(check_preallocation());

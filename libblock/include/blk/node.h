@@ -11,7 +11,6 @@
 #include <string_view>
 #include <vector>
 
-#include "blk/mapped.h"
 #include "blk/options.h"
 #include "blk/result.h"
 
@@ -133,14 +132,6 @@ public:
     // True if the node carries that flag (from an earlier, failed copy).
     virtual bool incomplete() const { return false; }
 
-    // Lends [off, off+len) where it lies instead of copying it into a buffer: a read-only
-    // mapping of a host file's page cache, so a copy that only passes the bytes on (or
-    // compresses them) saves one memory copy of each. ENOTSUP where the node cannot: most
-    // nodes, and every filter that changes data (it must not be bypassed); then read().
-    // Read-only regular files and block devices can, within their real size, and raw
-    // (with or without a window) passes the request on. Check intact() after the last use.
-    Result<MappedBytes> map_range(uint64_t off, uint64_t len);
-
     // A host file descriptor holding exactly this node's bytes at the same offsets, or -1.
     // Lets the copy engine hand copies to the kernel (copy_file_range, convert -C). Only
     // the file protocol and raw without a window (which passes its file's) have one;
@@ -216,8 +207,6 @@ protected:
     virtual Status do_flush();
     // Default: ENOTSUP.
     virtual Status do_truncate(uint64_t size, Prealloc prealloc);
-    // Default: ENOTSUP.
-    virtual Result<MappedBytes> do_map_range(uint64_t off, uint64_t len);
     // Default: ENOTSUP.
     virtual Status do_write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c);
     // One layer's answer, before the generic rules. Default: data at the same offset of
