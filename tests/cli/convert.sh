@@ -503,7 +503,7 @@ if python3 -c 'import os; open("x.probe", "w"); os.setxattr("x.probe", "user.t",
         as_nobody "$BLKIMG" convert r5.raw locked/t.raw || fail "convert into a locked directory"
         cmp -s r5.raw locked/t.raw || fail "in-place convert differs"
         expect_eq "xattr after an in-place convert" "" "$(xattrs locked/t.raw)"
-        expect_fail 1 "^blkimg: error while reading at byte (0|65536): Input/output error; the target 'locked/t.raw' is incomplete \(flagged with the extended attribute user.blkimg.incomplete\)$" \
+        expect_fail 1 "^blkimg: error while reading at byte (0|65536): Input/output error \(bad\.qcow2: .*\); the target 'locked/t.raw' is incomplete \(flagged with the extended attribute user.blkimg.incomplete\)$" \
             as_nobody "$BLKIMG" convert bad.qcow2 locked/t.raw
         expect_eq "xattr after a failed in-place convert" "user.blkimg.incomplete" "$(xattrs locked/t.raw)"
         ok "a target in a read-only directory is written in place and flagged"

@@ -600,7 +600,7 @@ TEST_CASE("salvage: block status errors narrow down to the sector, which is then
     o.warn = [&](const std::string& w) { warnings.push_back(w); };
     auto r = copy_image(o);
     REQUIRE_FALSE(r);
-    CHECK(r.error().message == "error while reading block status at offset 0: Input/output error");
+    CHECK(r.error().message == "error while reading block status at offset 0: Input/output error (extent: block status: Input/output error)");
     o.salvage = true;
     copy_ok(o);
     CHECK(warnings == std::vector<std::string>{"error while reading block status at offset 0: Input/output error"});
@@ -618,7 +618,7 @@ TEST_CASE("a read error names the failing request's offset and stops the copy") 
         auto r = copy_image(o);
         REQUIRE_FALSE(r);
         CHECK(r.error().code == EIO);
-        CHECK(r.error().message == "error while reading at byte 4194304: Input/output error");
+        CHECK(r.error().message == "error while reading at byte 4194304: Input/output error (extent: read: Input/output error)");
         for (const Rec& w : dst.log()) {
             CHECK(w.kind != Rec::Flush);  // a failed copy is not flushed as if complete
             CHECK(w.off < 4 * MiB);       // in order: nothing past the failed request
