@@ -26,7 +26,6 @@ constexpr uint64_t kMaxSparse = 16u << 20;
 constexpr long kMaxParallel = 16;
 constexpr uint64_t kDefaultSparse = 4096;
 
-const char* kSizeHint = " You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.";
 
 // Every flag as parsed; `*_given` where qemu distinguishes "absent" from a value.
 struct ConvertArgs {
@@ -73,21 +72,6 @@ struct ConvertPlan {
     bool src_direct = false;  // the same for the sources (-T)
     blk::Json create_opts = blk::Json::object();
 };
-
-// qemu's cvtnum: a size with suffixes below 2^63; the messages name `what`.
-bool size_arg(const std::string& text, const char* what, uint64_t& out) {
-    auto v = blk::parse_size(text);
-    if (!v && v.error().code != ERANGE) {
-        print_error(std::string("Invalid ") + what + " specified." + kSizeHint);
-        return false;
-    }
-    if (!v || *v > static_cast<uint64_t>(INT64_MAX)) {
-        print_error(std::string("Invalid ") + what + " specified. Must be between 0 and 9223372036854775807.");
-        return false;
-    }
-    out = *v;
-    return true;
-}
 
 // qemu's cache modes (bdrv_parse_cache_mode).
 bool valid_cache_mode(const std::string& mode) {
@@ -188,8 +172,7 @@ private:
     void warn(const std::string& msg) {
         if (a_.quiet) return;
         progress_.clear_line();
-        std::fflush(stdout);
-        std::fprintf(stderr, "blkimg: warning: %s\n", msg.c_str());
+        print_warning(msg);
     }
     void note_salvage(const std::string& msg);
     bool open_sources();
@@ -488,39 +471,44 @@ int Converter::run() {
 void add_flags(CLI::App& app, ConvertArgs& a) {
     // As with getopt, a repeated option's last value counts (-o and --object accumulate).
     app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-    app.add_option("-f,--source-format", a.src_fmt, "format of every source (probed from the content when omitted)");
+    app.add_option("-f,--source-format", a.src_fmt, "format of every source (probed from the content when omitted)")->type_name("FMT");
     app.add_flag("--image-opts", a.image_opts, "treat each source as dotted image options (driver=qcow2,file.filename=x)");
-    app.add_option("-T,--source-cache", a.src_cache, "cache mode of the sources (none, off, directsync: O_DIRECT)");
-    app.add_option("-l,--snapshot", a.snapshot, "convert an internal snapshot (not supported yet)");
+    app.add_option("-T,--source-cache", a.src_cache, "cache mode of the sources (none, off, directsync: O_DIRECT)")->type_name("CACHE");
+    app.add_option("-l,--snapshot", a.snapshot, "convert an internal snapshot (not supported yet)")->type_name("SNAPSHOT");
     app.add_flag("--bitmaps", a.bitmaps, "also copy persistent bitmaps (not supported yet)");
     app.add_flag("--skip-broken-bitmaps", a.skip_broken, "with --bitmaps, skip inconsistent bitmaps (not supported yet)");
     app.add_flag("--salvage", a.salvage, "read errors become zeroes (with a warning) instead of failing");
-    app.add_option("-O,--target-format", a.out_fmt, "format of the target (default: raw)");
+    app.add_option("-O,--target-format", a.out_fmt, "format of the target (default: raw)")->type_name("FMT");
     app.add_flag("--target-image-opts", a.tgt_image_opts, "treat the target as dotted image options (needs -n)");
     app.add_option("-o,--target-format-options", a.options, "create options for the target (repeatable; -o help lists them)")
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
-        ->allow_extra_args(false);
-    app.add_option("-t,--target-cache", a.cache, "cache mode of the target (default: unsafe, no flush)");
-    app.add_option("-b,-B,--backing", a.backing, "make the target a copy-on-write overlay of this backing file");
-    app.add_option("-F,--backing-format", a.backing_fmt, "format of the backing file given with -b/-B");
-    app.add_option("-S,--sparse-size", a.sparse, "zero runs at least this long become holes (default: 4k; 0: allocate everything)");
+        ->allow_extra_args(false)
+        ->type_name("OPTIONS");
+    app.add_option("-t,--target-cache", a.cache, "cache mode of the target (default: unsafe, no flush)")->type_name("CACHE");
+    app.add_option("-b,-B,--backing", a.backing, "make the target a copy-on-write overlay of this backing file")->type_name("BACKING_FILE");
+    app.add_option("-F,--backing-format", a.backing_fmt, "format of the backing file given with -b/-B")->type_name("BACKING_FMT");
+    app.add_option("-S,--sparse-size", a.sparse, "zero runs at least this long become holes (default: 4k; 0: allocate everything)")
+        ->type_name("SIZE");
     app.add_flag("-n,--no-create", a.no_create, "write into an existing target instead of creating one");
     app.add_flag("--target-is-zero", a.target_is_zero, "the existing target already reads as zeroes (needs -n)");
     app.add_flag("-c,--compress", a.compress, "write compressed clusters (qcow2)");
     app.add_flag("-U,--force-share", a.force_share, "open the sources shared, even if a VM is using them");
-    app.add_option("-r,--rate-limit", a.rate, "limit the copy to this many bytes per second (suffixes k, M, G, ...)");
-    app.add_option("-m,--parallel", a.parallel, "requests in flight, 1 to 16 (default: 8)");
+    app.add_option("-r,--rate-limit", a.rate, "limit the copy to this many bytes per second (suffixes k, M, G, ...)")->type_name("RATE");
+    app.add_option("-m,--parallel", a.parallel, "requests in flight, 1 to 16 (default: 8)")->type_name("NUM");
     app.add_flag("-W,--oob-writes", a.oob_writes, "allow out-of-order writes (faster; a qcow2 target may fragment)");
     app.add_flag("-C,--copy-range-offloading", a.copy_range, "let the host copy data ranges (copy_file_range)");
     app.add_flag("-p,--progress", a.progress, "show progress on stdout");
     app.add_flag("-q,--quiet", a.quiet, "print nothing but errors");
     app.add_option("--object", a.objects, "define an object (secret, throttle-group), e.g. secret,id=sec0,data=pw")
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
-        ->allow_extra_args(false);
+        ->allow_extra_args(false)
+        ->type_name("OBJECTDEF");
     app.add_option("--progress-fd", a.progress_fd,
-                   "write progress as JSON lines ({\"done\", \"total\", \"elapsed\"}) to this file descriptor");
+                   "write progress as JSON lines ({\"done\", \"total\", \"elapsed\"}) to this file descriptor")
+        ->type_name("FD");
     app.add_option("files", a.files, "SOURCE... TARGET: the images to read, then the image to write")
-        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+        ->type_name("FILE");
 }
 
 // Flag checks, in the order qemu-img makes them. Returns -1 to go on, else the exit code.
@@ -585,7 +573,7 @@ int cmd_convert(int argc, char** argv) {
                  "existing one). A new target is written under a hidden temporary name and renamed into place "
                  "when complete; an existing file is overwritten in place (its owner, mode and links stay), "
                  "flagged incomplete until the copy is done.",
-                 "blkimg convert");
+                 prog_name() + " convert");
     ConvertArgs a;
     add_flags(app, a);
     if (int rc = parse_cli(app, argc, argv); rc >= 0) return rc;

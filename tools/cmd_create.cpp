@@ -7,45 +7,39 @@
 
 namespace blkimg {
 
-namespace {
-
-constexpr const char* kSizeSuffixHint =
-    " You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.";
-
-}  // namespace
-
 int cmd_create(int argc, char** argv) {
     CLI::App app("Create a new disk image FILENAME of SIZE bytes in format FMT (default raw). With a backing file "
                  "the new image records only the differences from it, and SIZE defaults to the backing file's.",
-                 "blkimg create");
+                 prog_name() + " create");
     std::string format = "raw";
     std::vector<std::string> option_args;
     std::optional<std::string> backing_file, backing_format;
     bool unsafe = false, quiet = false;
     std::vector<std::string> objects;
     std::string filename, size_text;
-    app.add_option("-f,--format", format, "image format of the new image (default: raw)");
+    app.add_option("-f,--format", format, "image format of the new image (default: raw)")->type_name("FMT");
     app.add_option("-o,--options", option_args,
                    "format options, KEY=VALUE[,...]; repeatable; '-o help' lists the format's options")
-        ->allow_extra_args(false);
+        ->allow_extra_args(false)
+        ->type_name("OPTIONS");
     app.add_option_function<std::string>("-b,--backing", [&](const std::string& v) { backing_file = v; },
                                          "make the new image a copy-on-write overlay of BACKING_FILE "
-                                         "(relative names are relative to the new image's directory)");
+                                         "(relative names are relative to the new image's directory)")
+        ->type_name("BACKING_FILE");
     app.add_option_function<std::string>("-F,-B,--backing-format", [&](const std::string& v) { backing_format = v; },
-                                         "format of the backing file (required with -b; -B is qemu 10's spelling)");
+                                         "format of the backing file (required with -b; -B is qemu 10's spelling)")
+        ->type_name("BACKING_FMT");
     app.add_flag("-u,--backing-unsafe", unsafe, "do not open the backing file (its format and SIZE must be given)");
     app.add_flag("-q,--quiet", quiet, "do not print the 'Formatting ...' line");
     app.add_option("--object", objects, "define an object (secret, throttle-group), e.g. secret,id=sec0,data=pw")
-        ->allow_extra_args(false);
-    app.add_option("filename", filename, "the image file to create (an existing file is overwritten)");
-    app.add_option("size", size_text, "virtual size in bytes, with an optional suffix k, M, G, T, P or E (powers of 1024)");
-    app.allow_extras();
+        ->allow_extra_args(false)
+        ->type_name("OBJECTDEF");
+    CLI::Option* filename_opt =
+        app.add_option("filename", filename, "the image file to create (an existing file is overwritten)")->type_name("FILENAME");
+    CLI::Option* size_opt =
+        app.add_option("size", size_text, "virtual size in bytes, with an optional suffix k, M, G, T, P or E (powers of 1024)")
+            ->type_name("SIZE");
     if (int rc = parse_cli(app, argc, argv); rc >= 0) return rc;
-    if (!app.remaining().empty()) {
-        const std::string extra = app.remaining().front();
-        print_error(extra.size() > 1 && extra[0] == '-' ? "unrecognized option '" + extra + "'" : "Unexpected argument: " + extra);
-        return 1;
-    }
 
     std::string options;
     for (const std::string& o : option_args) {
@@ -64,10 +58,8 @@ int cmd_create(int argc, char** argv) {
     if (!options.empty() && has_help_option(options)) {
         return print_create_options_help(format, filename.empty() ? nullptr : &filename);
     }
-    if (filename.empty()) {
-        print_error("Expecting image file name (try 'blkimg create --help' for more information)");
-        return 1;
-    }
+    // qemu-img's order: the name, then the size, then anything left over.
+    if (!filename_opt->count()) return usage_error("Expecting image file name");
 
     blk::CreateRequest req;
     req.format = format;
@@ -76,19 +68,12 @@ int cmd_create(int argc, char** argv) {
     req.backing_file = backing_file;
     req.backing_format = backing_format;
     req.open_backing = !unsafe;
-    if (!size_text.empty()) {
-        // qemu-img's cvtnum: a size with suffixes, below 2^63.
-        auto v = blk::parse_size(size_text);
-        if (!v && v.error().code != ERANGE) {
-            print_error(std::string("Invalid image size specified.") + kSizeSuffixHint);
-            return 1;
-        }
-        if (!v || *v > static_cast<uint64_t>(INT64_MAX)) {
-            print_error("Invalid image size specified. Must be between 0 and 9223372036854775807.");
-            return 1;
-        }
-        req.size = *v;
+    if (size_opt->count()) {
+        uint64_t size = 0;
+        if (!size_arg(size_text, "image size", size)) return 1;
+        req.size = size;
     }
+    if (auto extra = extra_words(app); !extra.empty()) return usage_error("Unexpected argument: " + extra.front());
     if (!options.empty()) {
         auto parsed = blk::parse_create_options(options);
         if (!parsed) {

@@ -106,7 +106,7 @@ std::string human_info(const blk::Json& info, bool incomplete) {
 int cmd_info(int argc, char** argv) {
     CLI::App app("Show facts about an image: format, virtual and allocated size, cluster size, backing file, "
                  "format-specific details; with --backing-chain, every image of the chain.",
-                 "blkimg info");
+                 prog_name() + " info");
     ImageArgs args;
     std::string output = "human";
     bool chain = false;
@@ -114,6 +114,8 @@ int cmd_info(int argc, char** argv) {
     add_output_flag(app, output);
     app.add_flag("--backing-chain", chain, "also show every backing image, top to bottom");
     if (int rc = parse_cli(app, argc, argv); rc >= 0) return rc;
+    if (int rc = check_one_filename(app); rc >= 0) return rc;
+    if (!check_output(output)) return 1;
 
     std::vector<blk::Json> infos;
     std::vector<bool> incomplete;

@@ -41,30 +41,28 @@ void json_entry(std::string& out, const blk::MapEntry& e, bool last) {
 int cmd_map(int argc, char** argv) {
     CLI::App app("Show where each range of an image's data lives: which layer of the backing chain holds it, "
                  "whether it reads as zeroes, and its offset in the host file.",
-                 "blkimg map");
+                 prog_name() + " map");
     ImageArgs args;
     std::string output = "human";
     std::string start_text, length_text;
     add_image_flags(app, args);
     add_output_flag(app, output);
-    app.add_option("-s,--start-offset", start_text, "start at this guest offset (suffixes k, M, G, ...)");
-    app.add_option("-l,--max-length", length_text, "map at most this many bytes (suffixes k, M, G, ...)");
+    app.add_option("-s,--start-offset", start_text, "start at this guest offset (suffixes k, M, G, ...)")->type_name("OFFSET");
+    app.add_option("-l,--max-length", length_text, "map at most this many bytes (suffixes k, M, G, ...)")->type_name("LENGTH");
     if (int rc = parse_cli(app, argc, argv); rc >= 0) return rc;
 
-    // qemu-img's cvtnum: a size with suffixes, below 2^63.
-    auto offset_arg = [](const std::string& text, const char* what, uint64_t& out) {
-        if (text.empty()) return true;
-        auto v = blk::parse_size(text);
-        if (!v || *v > static_cast<uint64_t>(INT64_MAX)) {
-            print_error(std::string("Invalid ") + what + " specified." + kSizeHint);
-            return false;
-        }
-        out = *v;
-        return true;
+    auto offset_arg = [&](const std::string& text, const char* flag, const char* what, uint64_t& out) {
+        return !app.get_option(flag)->count() || size_arg(text, what, out);
     };
     uint64_t start = 0;
     uint64_t max_length = UINT64_MAX;
-    if (!offset_arg(start_text, "start offset", start) || !offset_arg(length_text, "max length", max_length)) return 1;
+    // qemu-img checks the offsets while it reads the options, then the file name and --output.
+    if (!offset_arg(start_text, "--start-offset", "start offset", start) ||
+        !offset_arg(length_text, "--max-length", "max length", max_length)) {
+        return 1;
+    }
+    if (int rc = check_one_filename(app); rc >= 0) return rc;
+    if (!check_output(output)) return 1;
 
     auto g = open_image_args(args, true);
     if (!g) {

@@ -23,22 +23,48 @@ struct ImageArgs {
 // Adds -f/--format, --image-opts, --object, -U/--force-share and the positional filename.
 void add_image_flags(CLI::App& app, ImageArgs& args);
 
+// After parse_cli: -1 if exactly one FILENAME was given, else qemu-img's usage error (1).
+int check_one_filename(const CLI::App& app);
+
 // Adds --output=human|json.
 void add_output_flag(CLI::App& app, std::string& output);
+// False (after qemu-img's message) unless `output` is human or json.
+bool check_output(const std::string& output);
 
 // Opens the image described by `args` read-only (with backing files unless told not to).
 // Errors carry qemu-img's "Could not open 'NAME': " context.
 // `no_io`: metadata only, as qemu-img info opens (an encrypted image needs no key).
 blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing = true, bool no_io = false);
 
-// Prints "blkimg: MESSAGE" to stderr.
-void print_error(const std::string& message);
+// The name messages start with: the last component of argv[0], as qemu-img and coreutils do,
+// so that blkimg installed or linked as qemu-img prints "qemu-img: ..." like the original.
+void set_prog_name(const char* argv0);
+const std::string& prog_name();
 
 // True if `root` is a raw image whose host file carries user.blkimg.incomplete: an
 // interrupted convert (-n, or over an existing file) left it partly written.
 bool raw_flagged_incomplete(blk::Node* root);
 
-// Runs a CLI11 app parse; returns -1 to continue, else the exit code to return.
+// Prints "PROG: MESSAGE" to stderr.
+void print_error(const std::string& message);
+// Prints "PROG: warning: MESSAGE" to stderr.
+void print_warning(const std::string& message);
+// A command-line mistake, in qemu-img's words: the message, then "Try 'PROG --help' for more
+// information". Returns 1, the exit code.
+int usage_error(const std::string& message);
+// qemu-img's cvtnum errors for a bad size argument (`what` is "image size", "start offset",
+// ...): the suffix hint on two lines as qemu prints it, or the range when out of range.
+void print_size_error(const std::string& what, bool out_of_range);
+// qemu-img's cvtnum: a size with suffixes below 2^63, else print_size_error() and false.
+bool size_arg(const std::string& text, const std::string& what, uint64_t& out);
+
+// Parses options the way qemu-img's getopt_long does (unique prefixes of long options,
+// bundled short flags, "--", a value taken from the next word even if it starts with '-',
+// empty values kept), reporting mistakes in qemu-img's words; then hands CLI11 the options
+// and, after "--", the positional words. Positional words beyond what the app takes are left
+// in app.remaining() for the command to judge. Returns -1 to continue, else the exit code.
 int parse_cli(CLI::App& app, int argc, char** argv);
+// The positional words the app did not take, in order.
+std::vector<std::string> extra_words(const CLI::App& app);
 
 }  // namespace blkimg

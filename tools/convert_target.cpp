@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "blk/fd.h"
+#include "common.h"
 
 namespace blkimg {
 
@@ -35,8 +36,11 @@ void on_signal(int sig) {
         // A second signal: the cooperative stop is taking too long. Only async-signal-safe
         // calls from here on.
         for (sig_atomic_t i = 0; i < g_path_count; ++i) ::unlink(g_paths[i]);
-        static const char msg[] = "blkimg: interrupted again; stopped at once, the target was not written\n";
-        ssize_t r = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+        // prog_name() was set before any handler was installed; reading it is safe here.
+        static const char msg[] = ": interrupted again; stopped at once, the target was not written\n";
+        const std::string& prog = prog_name();
+        ssize_t r = ::write(STDERR_FILENO, prog.data(), prog.size());
+        r = ::write(STDERR_FILENO, msg, sizeof msg - 1);
         (void)r;
         ::_exit(1);
     }

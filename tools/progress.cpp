@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "blk/options.h"
+#include "common.h"
 
 namespace blkimg {
 
@@ -95,8 +96,8 @@ void Progress::write_json(const std::string& line) {
         if (n <= 0) {
             json_broken_ = true;
             if (!cfg_.quiet) {
-                std::fprintf(stderr, "blkimg: warning: progress stream (fd %d): %s; no more progress lines\n", cfg_.json_fd,
-                             n < 0 ? std::strerror(errno) : "short write");
+                print_warning("progress stream (fd " + std::to_string(cfg_.json_fd) +
+                              "): " + (n < 0 ? std::strerror(errno) : "short write") + "; no more progress lines");
             }
             return;
         }

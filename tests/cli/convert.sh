@@ -44,7 +44,7 @@ mkdir q b
 for d in q b; do cp s.raw $d/s.raw; cp s.raw $d/s2.raw; mkdir $d/dir; done
 normalize_qemu() {  # qemu-img's stderr as blkimg words it: one line per message, no doubled context
     sed 's/^qemu-img: /blkimg: /' "$1" |
-        sed ':a;N;$!ba;s/ suffixes for\nblkimg: kilobytes/ suffixes for kilobytes/g' |
+        sed "s/^Try 'qemu-img --help'/Try 'blkimg --help'/" |
         sed -E "s/Could not open '([^']*)': Could not open '\\1': /Could not open '\\1': /"
 }
 same_as_qemu() {  # same_as_qemu ARGS...: run in q/ (qemu-img) and b/ (blkimg) on copies

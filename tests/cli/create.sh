@@ -15,8 +15,9 @@ qcheck() {
     qemu-img check -q "json:{\"driver\":\"qcow2\",\"backing\":null,\"file.filename\":\"$1\"}" || fail "$1 does not pass qemu-img check"
 }
 
-# qemu prints hints on extra lines (size suffixes, "Optional suffix ...", "Try ..."); blkimg
-# keeps each error on one line. Fold qemu's text into that form before comparing.
+# qemu prints some hints on extra lines ("Optional suffix ..." after an -o size); blkimg keeps
+# those errors on one line. Fold qemu's text into that form before comparing. The size
+# argument's two-line message and the "Try ... --help" hint blkimg prints as qemu does.
 fold_qemu() {
     python3 -c '
 import sys
@@ -25,12 +26,9 @@ out = []
 i = 0
 while i < len(lines):
     l = lines[i].replace("qemu-img: ", "blkimg: ", 1) if lines[i].startswith("qemu-img: ") else lines[i]
-    if l.endswith("suffixes for") and i + 1 < len(lines):
-        l += " " + lines[i + 1].replace("qemu-img: ", "", 1); i += 1
     if l.endswith("below 2^64") and i + 2 < len(lines) and lines[i + 1].startswith("Optional suffix"):
         i += 2
-    if lines[i].startswith("Try ") and lines[i].endswith("for more information"):
-        i += 1; continue
+    l = l.replace("Try \x27qemu-img --help\x27", "Try \x27blkimg --help\x27")
     out.append(l); i += 1
 print("\n".join(out))'
 }

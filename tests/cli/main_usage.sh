@@ -23,5 +23,5 @@ done
 "$BLKIMG" create --help | grep -q -- "--backing-unsafe" || fail "create --help lacks --backing-unsafe"
 "$BLKIMG" --help | grep -q "convert" || fail "--help does not list convert"
 "$BLKIMG" --help | grep -q "create" || fail "--help does not list create"
-expect_fail 1 "filename is required|required" "$BLKIMG" info
+expect_fail 1 "^blkimg: Expecting one image file name$" "$BLKIMG" info
 ok "top-level usage"
