@@ -75,6 +75,13 @@ Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
     const DriverSpec* spec = reg_.find(drv);
     if (!spec && is_foreign_format(drv)) return make_error(ENOTSUP, "blkimg cannot read " + drv + " yet");
     if (!spec) return make_error(EINVAL, "Unknown driver '" + drv + "'");
+    // qemu checks for the filename before it looks at the other keys, so a misspelt
+    // filename key reads "requires a file name", as in qemu-img.
+    if (spec->needs_filename) {
+        auto f = opts.find("filename");
+        if (f == opts.end() || (f->is_string() && f->get<std::string>().empty()))
+            return make_error(EINVAL, "The '" + drv + "' block driver requires a file name");
+    }
     BLK_TRY(validate_options(opts, spec->options, drv, spec->kind == DriverKind::Protocol));
     // force-share=on and read-only=on on a node hold for everything below it, as in qemu
     // (bdrv_inherited_options): a format node's force-share reaches its file's locks.

@@ -414,7 +414,7 @@ private:
 
 Result<std::shared_ptr<Node>> open_file(OpenContext& ctx, const Json& opts) {
     BLK_TRY_ASSIGN(auto fname, opt_string(opts, "filename"));
-    if (!fname || fname->empty()) return make_error(EINVAL, "Parameter 'filename' is required");
+    if (!fname || fname->empty()) return make_error(EINVAL, "The 'file' block driver requires a file name");
     std::string path = *fname;
     if (path.rfind("file:", 0) == 0) path = path.substr(5);
     bool ro = ctx.flags().read_only;
@@ -571,6 +571,7 @@ DriverSpec file_driver() {
     DriverSpec d;
     d.name = "file";
     d.kind = DriverKind::Protocol;
+    d.needs_filename = true;
     d.description = "host file or block device";
     d.options = {
         {"filename", OptType::String, "path of the host file", {}, {}, true},

@@ -21,6 +21,13 @@ expect_fail 1 "Invalid parameter" "$BLKIMG" info --image-opts 'driver=raw,file..
 expect_fail 1 "used inconsistently" "$BLKIMG" info --image-opts 'driver=raw,file=r.img,file.filename=r.img'
 expect_fail 1 "node references are not supported" "$BLKIMG" info --image-opts 'driver=raw,file=r.img'
 expect_fail 1 "A block device must be specified for \"file\"" "$BLKIMG" info --image-opts 'driver=raw'
+# A file node without a filename: qemu-img's words, before any unknown key of that node.
+for spec in 'driver=file' 'driver=file,filename=' 'driver=raw,file.driver=file,file.filname=x' \
+    'driver=raw,file.driver=file,file.filename=,file.x=1'; do
+    mine=$("$BLKIMG" info --image-opts "$spec" 2>&1; echo "rc=$?")
+    theirs=$(qemu-img info --image-opts "$spec" 2>&1; echo "rc=$?")
+    expect_eq "$spec: the message qemu-img prints" "${theirs//qemu-img:/blkimg:}" "$mine"
+done
 expect_fail 1 "The sum of offset \(4096\) and size \(1048576\)" \
     "$BLKIMG" info --image-opts 'driver=raw,offset=4k,size=1M,file.filename=r.img'
 expect_fail 1 "Specified size is not multiple of 512" \

@@ -55,6 +55,7 @@ struct DriverSpec {
     DriverKind kind = DriverKind::Format;
     std::string description;
     Schema options;  // open options (keys beyond common_schema())
+    bool needs_filename = false;  // opening without a "filename" is an error (qemu's bdrv_needs_filename)
     // Format probing: a score 0..100 for the first bytes of an image (0: not this format).
     // Null for drivers that are never probed.
     std::function<int(std::span<const std::byte> head, const std::string& filename)> probe;
