@@ -15,8 +15,8 @@
 #
 # usage: doc_examples.py SRCDIR FIXTURES WORKDIR
 # Each block runs in a new directory WORKDIR/block-N where the script FIXTURES made the
-# images, commands in order, with
-# `blkimg` found in PATH (the caller puts the built binary there under that name).
+# images, its commands in order, with `blkimg` found in PATH (the caller puts the built
+# binary there under that name). Some examples run only where they can (NEEDS_*).
 import os
 import re
 import shutil
@@ -50,6 +50,22 @@ SKIP = {
 NEEDS_SPACE = {
     ("README.md", "blkimg create -f raw -o preallocation=falloc disk.raw 10G"): 10 << 30,
 }
+
+# Examples that need O_DIRECT where they run (tmpfs has none).
+NEEDS_O_DIRECT = {
+    ("README.md", "blkimg convert -t none -T none -O qcow2 big.raw big.qcow2   # O_DIRECT: the host cache is left alone"),
+}
+
+
+def o_direct_works(d):
+    try:
+        fd = os.open(os.path.join(d, ".o_direct"), os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(os.path.join(d, ".o_direct"))
+    return True
+
 
 # Output that differs from run to run, masked on both sides before comparing.
 NORMALIZE = [
@@ -201,8 +217,17 @@ def main():
                 if key in NEEDS_SPACE:
                     used_skips.add(key)
                     st = os.statvfs(cwd)
-                    if st.f_bavail * st.f_frsize < NEEDS_SPACE[key] * 2:
-                        print(f"skip: {at}: {cmd!r}: needs {NEEDS_SPACE[key] >> 30} GiB free")
+                    fs = subprocess.run(["stat", "-f", "-c", "%T", cwd], stdout=subprocess.PIPE,
+                                        text=True).stdout.strip()
+                    if st.f_bavail * st.f_frsize < NEEDS_SPACE[key] * 2 or fs == "tmpfs":
+                        print(f"skip: {at}: {cmd!r}: needs {NEEDS_SPACE[key] >> 30} GiB free "
+                              "on a disk (not tmpfs)")
+                        skipped += 1
+                        continue
+                if key in NEEDS_O_DIRECT:
+                    used_skips.add(key)
+                    if not o_direct_works(cwd):
+                        print(f"skip: {at}: {cmd!r}: the file system here has no O_DIRECT")
                         skipped += 1
                         continue
                 p = subprocess.run(["bash", "-c", cmd], cwd=cwd, stdin=subprocess.DEVNULL,
@@ -231,7 +256,7 @@ def main():
             shutil.rmtree(cwd)
     for key in sorted(set(NOT_EXAMPLES) - used_not_examples):
         failures.append(f"NOT_EXAMPLES entry matches no block any more: {key}")
-    for key in sorted((set(SKIP) | set(NEEDS_SPACE)) - used_skips):
+    for key in sorted((set(SKIP) | set(NEEDS_SPACE) | NEEDS_O_DIRECT) - used_skips):
         failures.append(f"SKIP entry matches no example any more: {key}")
     for f in failures:
         print("FAIL: " + f, file=sys.stderr)
