@@ -11,15 +11,17 @@ _blkimg() {
         esac
     done
     if [ -z "$cmd" ]; then
-        COMPREPLY=($(compgen -W "convert create info map --help --version --list-drivers --list-commands" -- "$cur"))
+        COMPREPLY=($(compgen -W "compare convert create info map --help --version --list-drivers --list-commands" -- "$cur"))
         return
     fi
     if [ "$cmd" = create ]; then
         _blkimg_create "$cur" "$prev"
         return
     fi
+    # compare's -s is --strict, a flag (map's -s takes an offset).
+    if [ "$cmd" = compare ] && [ "$prev" = -s ]; then prev=--strict; fi
     case "$prev" in
-        -f|--format|--source-format|-O|--target-format|-F|--backing-format)
+        -f|--format|--a-format|--b-format|--source-format|-O|--target-format|-F|--backing-format)
             local drivers
             drivers=$("${COMP_WORDS[0]}" --list-drivers 2>/dev/null) || drivers="file null-co preallocate qcow2 raw"
             COMPREPLY=($(compgen -W "$drivers" -- "$cur"))
@@ -27,7 +29,7 @@ _blkimg() {
         --output)
             COMPREPLY=($(compgen -W "human json" -- "$cur"))
             return ;;
-        -t|--target-cache|-T|--source-cache)
+        -t|--target-cache|-T|--source-cache|--cache)
             COMPREPLY=($(compgen -W "none off writeback writethrough directsync unsafe" -- "$cur"))
             return ;;
         -o|--target-format-options)
@@ -37,7 +39,7 @@ _blkimg() {
         -b|-B|--backing)
             COMPREPLY=($(compgen -f -- "$cur"))
             return ;;
-        --object|-s|--start-offset|-l|--max-length|--snapshot|-S|--sparse-size|-r|--rate-limit|-m|--parallel|--progress-fd)
+        --object|-s|--start-offset|-l|--max-length|--snapshot|-S|--sparse-size|-r|--rate-limit|-m|--parallel|--progress-fd|--max-diffs)
             return ;;
     esac
     if [[ "$cur" == --output=* ]]; then
@@ -49,6 +51,8 @@ _blkimg() {
     case "$cmd" in
         info) opts="$common --backing-chain" ;;
         map) opts="$common -s --start-offset -l --max-length" ;;
+        compare) opts="-f --a-format -F --b-format --image-opts --object -T --cache -s --strict -U --force-share
+            -p --progress -q --quiet --output --max-diffs -h --help" ;;
         convert) opts="-f --source-format --image-opts -T --source-cache -l --snapshot --bitmaps --skip-broken-bitmaps
             --salvage -O --target-format --target-image-opts -o --target-format-options -t --target-cache -b -B --backing
             -F --backing-format -S --sparse-size -n --no-create --target-is-zero -c --compress -U --force-share

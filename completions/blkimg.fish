@@ -13,6 +13,7 @@ function __blkimg_drivers
     blkimg --list-drivers 2>/dev/null; or printf '%s\n' file null-co preallocate qcow2 raw
 end
 
+complete -c blkimg -f -n __blkimg_no_command -a compare -d 'check whether two images have the same content'
 complete -c blkimg -f -n __blkimg_no_command -a convert -d 'copy images into a new or existing image'
 complete -c blkimg -f -n __blkimg_no_command -a create -d 'create a new disk image'
 complete -c blkimg -f -n __blkimg_no_command -a info -d 'show facts about an image'
@@ -33,6 +34,21 @@ end
 complete -c blkimg -n '__fish_seen_subcommand_from info' -l backing-chain -d 'show every image of the backing chain'
 complete -c blkimg -n '__fish_seen_subcommand_from map' -s s -l start-offset -x -d 'start at this offset'
 complete -c blkimg -n '__fish_seen_subcommand_from map' -s l -l max-length -x -d 'map at most this many bytes'
+
+# compare
+set -l cm '__fish_seen_subcommand_from compare'
+complete -c blkimg -n $cm -s f -l a-format -x -a '(__blkimg_drivers)' -d 'format of the first image'
+complete -c blkimg -n $cm -s F -l b-format -x -a '(__blkimg_drivers)' -d 'format of the second image'
+complete -c blkimg -n $cm -l image-opts -d 'both images are dotted image options'
+complete -c blkimg -n $cm -l object -x -d 'define an object'
+complete -c blkimg -n $cm -s T -l cache -x -a 'none off writeback writethrough directsync unsafe' -d 'cache mode of both images'
+complete -c blkimg -n $cm -s s -l strict -d 'sizes and allocation must match too'
+complete -c blkimg -n $cm -s U -l force-share -d 'open shared, even if in use'
+complete -c blkimg -n $cm -s p -l progress -d 'show progress'
+complete -c blkimg -n $cm -s q -l quiet -d 'print nothing but errors'
+complete -c blkimg -n $cm -l output -x -a 'human json' -d 'output format'
+complete -c blkimg -n $cm -l max-diffs -x -d 'with --output=json: at most this many differing ranges'
+complete -c blkimg -n $cm -s h -l help -d 'show help'
 
 # convert
 set -l cv '__fish_seen_subcommand_from convert'

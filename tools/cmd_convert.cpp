@@ -73,12 +73,6 @@ struct ConvertPlan {
     blk::Json create_opts = blk::Json::object();
 };
 
-// qemu's cache modes (bdrv_parse_cache_mode).
-bool valid_cache_mode(const std::string& mode) {
-    return mode == "none" || mode == "off" || mode == "writeback" || mode == "writethrough" || mode == "directsync" ||
-           mode == "unsafe";
-}
-
 // qemu_strtol(text, base 0) within 1..16: leading blanks allowed, nothing after the number.
 bool parse_parallel(const std::string& text, unsigned& out) {
     const char* s = text.c_str();
@@ -558,9 +552,8 @@ int check_flags(const ConvertArgs& a, ConvertPlan& p) {
     if (!valid_cache_mode(a.cache)) return print_error("Invalid cache option: " + a.cache), 1;
     p.flush = a.cache != "unsafe";
     // qemu's bdrv_parse_cache_mode: these three open with O_DIRECT.
-    auto direct_mode = [](const std::string& m) { return m == "none" || m == "off" || m == "directsync"; };
-    p.direct = direct_mode(a.cache);
-    p.src_direct = direct_mode(a.src_cache);
+    p.direct = cache_mode_direct(a.cache);
+    p.src_direct = cache_mode_direct(a.src_cache);
     if (!a.snapshot.empty()) return print_error("-l/--snapshot: converting internal snapshots is not supported yet"), 1;
     if (a.bitmaps) return print_error("--bitmaps: copying persistent bitmaps is not supported yet"), 1;
     return -1;

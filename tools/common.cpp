@@ -25,6 +25,13 @@ int check_one_filename(const CLI::App& app) {
     return -1;
 }
 
+bool valid_cache_mode(const std::string& mode) {
+    return mode == "none" || mode == "off" || mode == "writeback" || mode == "writethrough" || mode == "directsync" ||
+           mode == "unsafe";
+}
+
+bool cache_mode_direct(const std::string& mode) { return mode == "none" || mode == "off" || mode == "directsync"; }
+
 void add_output_flag(CLI::App& app, std::string& output) {
     app.add_option("--output", output, "output format: human (default) or json")->type_name("FMT");
 }

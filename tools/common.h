@@ -26,6 +26,12 @@ void add_image_flags(CLI::App& app, ImageArgs& args);
 // After parse_cli: -1 if exactly one FILENAME was given, else qemu-img's usage error (1).
 int check_one_filename(const CLI::App& app);
 
+// qemu's cache modes (bdrv_parse_cache_mode): none, off, writeback, writethrough, directsync,
+// unsafe.
+bool valid_cache_mode(const std::string& mode);
+// True for the modes that bypass the host's page cache (O_DIRECT): none, off, directsync.
+bool cache_mode_direct(const std::string& mode);
+
 // Adds --output=human|json.
 void add_output_flag(CLI::App& app, std::string& output);
 // False (after qemu-img's message) unless `output` is human or json.

@@ -8,6 +8,7 @@
 #include "common.h"
 
 namespace blkimg {
+int cmd_compare(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
 int cmd_create(int argc, char** argv);
 int cmd_info(int argc, char** argv);
@@ -23,6 +24,7 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
+    {"compare", blkimg::cmd_compare, "check whether two images have the same content"},
     {"convert", blkimg::cmd_convert, "copy images into a new or existing image, converting the format"},
     {"create", blkimg::cmd_create, "create a new disk image (raw, qcow2), optionally over a backing file"},
     {"info", blkimg::cmd_info, "show facts about an image (format, sizes, backing chain)"},

@@ -7,13 +7,14 @@ null-co
 preallocate
 qcow2
 raw" "$("$BLKIMG" --list-drivers)"
-expect_eq "--list-commands" "convert
+expect_eq "--list-commands" "compare
+convert
 create
 info
 map" "$("$BLKIMG" --list-commands)"
 expect_fail 1 "Command not found: frobnicate" "$BLKIMG" frobnicate
 expect_fail 1 "Not enough arguments" "$BLKIMG"
-for c in info map; do
+for c in compare info map; do
     "$BLKIMG" $c --help | grep -q -- "--output" || fail "$c --help lacks --output"
     "$BLKIMG" $c --help | grep -q -- "--image-opts" || fail "$c --help lacks --image-opts"
 done
