@@ -40,7 +40,7 @@ constexpr uint64_t kZeroRequestBytes = 1ull << 30;
 constexpr uint64_t kMaxRequestBytes = 16u << 20;
 constexpr uint64_t kMinRequestBytes = 4096;
 // With -c, clusters are read and compressed in batches of at most this much.
-constexpr uint64_t kCompressBatchBytes = 512u << 10;
+constexpr uint64_t kCompressBatchBytes = 128u << 10;
 // A rate-limited or cancelled worker sleeps at most this long between checks.
 constexpr auto kSleepSlice = std::chrono::milliseconds(50);
 

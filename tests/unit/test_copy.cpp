@@ -875,6 +875,25 @@ TEST_CASE("with -c every thread compresses, even beyond the requests, within the
     CHECK(dst.data() == src->data());
 }
 
+TEST_CASE("with -c the default requests hold 128 KiB of clusters, keeping peak memory below qemu-img's") {
+    const uint64_t cs = 64 * KiB;
+    auto src = std::make_shared<ExtentNode>(8 * MiB);
+    src->set(0, 8 * MiB, ExtentNode::Data);
+    RecordNode dst(8 * MiB, cs, true);
+    dst.compress_delay_us = 200;
+    auto o = options({src.get()}, &dst);
+    o.compress = true;
+    o.target_is_zero = true;
+    o.threads = 3;
+    o.requests = 8;  // convert's default -m, with the default 2 MiB request size
+    CopyStats st = copy_ok(o);
+    // Every worker holds a slot at once: 512 KiB batches took 1.5 MiB or more here.
+    CHECK(st.buffer_bytes > 0);
+    CHECK(st.buffer_bytes <= 8 * 128 * KiB);
+    CHECK(dst.compress_calls == 8 * MiB / cs);
+    CHECK(dst.data() == src->data());
+}
+
 TEST_CASE("2 MiB clusters with -c and -m 16 stay within the memory bound") {
     const uint64_t cs = 2 * MiB;
     auto src = std::make_shared<ExtentNode>(40 * MiB);

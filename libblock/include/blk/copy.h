@@ -57,8 +57,8 @@ struct CopyOptions {
     unsigned threads = 0;
     // Bytes per read (qemu's 2 MiB buffer). Requests are cut at multiples of it in the
     // target's address space, so they stay aligned to the target's clusters whatever the
-    // source's extents look like. With -c: batches of whole clusters, at most 512 KiB
-    // unless a cluster is larger.
+    // source's extents look like. With -c: batches of whole clusters, at most 128 KiB
+    // unless a cluster is larger (each slot also holds the compressed copies).
     uint64_t request_size = 2u << 20;
     // -r: bytes per second, 0 for no limit.
     uint64_t rate_limit = 0;
