@@ -140,7 +140,9 @@ void add_preallocate(blk::Json& node) {
 
 // What a target flagged with set_incomplete() carries, for messages.
 std::string incomplete_mark(blk::Node* root) {
-    blk::Node* n = blk::skip_filters(root);
+    // Down every Filtered edge: filters, and raw without a window (whose flag is its file's).
+    blk::Node* n = root;
+    for (blk::Node* f; n && (f = blk::filtered_child(*n));) n = f;
     if (n && n->driver_name() == "qcow2") return "flagged with its qcow2 'corrupt' bit";
     if (n && n->driver_name() == "file") return "flagged with the extended attribute user.blkimg.incomplete";
     return "flagged as incomplete";

@@ -2,7 +2,9 @@
 #include "blk/node.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
+#include <tuple>
 
 namespace blk {
 
@@ -266,7 +268,9 @@ Status Node::attach_child(std::string name, std::shared_ptr<Node> child, unsigne
     if (is_filter() && (roles & kRoleFiltered) != 0 && (roles & kRolePrimary) == 0) {
         return make_error(EINVAL, "filter '" + driver_ + "': its filtered child must be primary");
     }
-    children_.push_back(Child{std::move(name), std::move(child), roles});
+    Node* raw = child.get();
+    children_.push_back(Child{name, std::move(child), roles});
+    update_slots(name, raw);
     return {};
 }
 
@@ -275,13 +279,63 @@ std::shared_ptr<Node> Node::detach_child(const std::string& name) {
     if (it == children_.end()) return nullptr;
     auto n = it->node;
     children_.erase(it);
+    update_slots(name, nullptr);
     return n;
 }
 
-Child* Node::find_child(const std::string& name) {
-    for (Child& c : children_)
-        if (c.name == name) return &c;
-    return nullptr;
+void Node::set_edge(size_t index, std::shared_ptr<Node> node) {
+    Child& c = children_[index];
+    c.node = std::move(node);
+    update_slots(c.name, c.node.get());
+}
+
+void Node::update_slots(const std::string& name, Node* node) {
+    for (auto& [n, slot] : slots_)
+        if (n == name) slot->node_.store(node, std::memory_order_release);
+}
+
+void Node::bind_edge(std::string name, EdgeSlot& slot) {
+    const Child* c = find_child(name);
+    slot.node_.store(c ? c->node.get() : nullptr, std::memory_order_release);
+    slots_.emplace_back(std::move(name), &slot);
+}
+
+Status Node::set_driver_facts(std::vector<std::string> strong_keys, bool filter_driver) {
+    if (filter_driver != filter_driver_) {
+        return make_error(EINVAL, "driver '" + driver_ + "' is " + (filter_driver ? "" : "not ") +
+                                      "registered as a filter but its node " + (filter_driver_ ? "is" : "is not") +
+                                      " one");
+    }
+    strong_keys_ = std::move(strong_keys);
+    return {};
+}
+
+Status Node::check_roles() const {
+    int filtered = 0, primary = 0, cow = 0;
+    for (const Child& c : children_) {
+        if (!c.node) return make_error(EINVAL, "node '" + driver_ + "': edge '" + c.name + "' points to no node");
+        if (c.roles & kRoleFiltered) ++filtered;
+        if (c.roles & kRolePrimary) ++primary;
+        if (c.roles & kRoleCow) ++cow;
+        if ((c.roles & kRoleFiltered) && (c.roles & (kRoleData | kRoleMetadata | kRoleCow)))
+            return make_error(EINVAL, "node '" + driver_ + "': filtered child '" + c.name + "' cannot also be data, metadata or cow");
+    }
+    if (filtered > 1) return make_error(EINVAL, "node '" + driver_ + "' has " + std::to_string(filtered) + " filtered children");
+    if (primary > 1) return make_error(EINVAL, "node '" + driver_ + "' has " + std::to_string(primary) + " primary children");
+    if (cow > 1) return make_error(EINVAL, "node '" + driver_ + "' has " + std::to_string(cow) + " backing (cow) children");
+    if (filtered == 1) {
+        for (const Child& c : children_) {
+            if ((c.roles & kRoleFiltered) && !(c.roles & kRolePrimary))
+                return make_error(EINVAL, "node '" + driver_ + "': filtered child '" + c.name + "' must be primary");
+            if (!(c.roles & kRoleFiltered) && (c.roles & (kRoleData | kRoleMetadata | kRoleCow)))
+                return make_error(EINVAL, "node '" + driver_ + "' has a filtered child; it takes no data children");
+        }
+    }
+    if (filter_driver_ && filtered != 1) {
+        return make_error(EINVAL, "filter '" + driver_ + "' must have exactly one filtered child (it has " +
+                                      std::to_string(filtered) + ")");
+    }
+    return {};
 }
 
 const Child* Node::find_child(const std::string& name) const {
@@ -292,16 +346,34 @@ const Child* Node::find_child(const std::string& name) const {
 
 // --- FilterNode ---
 
-Status FilterNode::attach_filtered(std::string name, std::shared_ptr<Node> child) {
-    uint64_t sz = child ? child->size() : 0;
-    bool ro = child ? child->read_only() : true;
-    BLK_TRY(attach_child(std::move(name), std::move(child), kRoleFiltered | kRolePrimary));
-    size_ = sz;
-    read_only_ = ro;
+FilterNode::FilterNode(std::string driver, Json options, std::string edge_name)
+    : Node(std::move(driver), std::move(options)), edge_name_(std::move(edge_name)) {
+    filter_driver_ = true;
+    bind_edge(edge_name_, below_);
+}
+
+Status FilterNode::attach_filtered(std::shared_ptr<Node> child) {
+    BLK_TRY(attach_child(edge_name_, std::move(child), kRoleFiltered | kRolePrimary));
+    children_changed();
     return {};
 }
 
-Node& FilterNode::below() const { return *filtered_child(*this); }
+Status FilterNode::attach_filtered(std::string name, std::shared_ptr<Node> child) {
+    if (name != edge_name_) {
+        if (!children().empty()) return make_error(EINVAL, "filter '" + driver_ + "' already has its child");
+        edge_name_ = std::move(name);
+        slots_.clear();
+        bind_edge(edge_name_, below_);
+    }
+    return attach_filtered(std::move(child));
+}
+
+void FilterNode::children_changed() {
+    if (Node* b = below_.get()) {
+        size_ = b->size();
+        read_only_ = b->read_only();
+    }
+}
 
 Status FilterNode::do_read(uint64_t off, std::span<std::byte> buf) { return below().read(off, buf); }
 
@@ -429,48 +501,231 @@ std::vector<Node*> Graph::nodes() const {
     return out;
 }
 
-static void redirect_edges(Graph& g, const Node* x, const std::shared_ptr<Node>& y, const Node* except) {
-    for (Node* p : g.nodes()) {
-        if (p == except || p == y.get()) continue;
-        for (const Child& c : p->children()) {
-            if (c.node.get() != x) continue;
-            Child* edge = p->find_child(c.name);
-            edge->node = y;
+bool Graph::contains(const Node* n) const {
+    if (!n) return false;
+    for (const Node* m : nodes())
+        if (m == n) return true;
+    return false;
+}
+
+// What an edit changed, to put back if its checks fail.
+struct Graph::Undo {
+    struct Edge {
+        Node* parent;
+        size_t index;
+        std::shared_ptr<Node> old;
+    };
+    std::shared_ptr<Node> root;
+    std::vector<Edge> edges;                                   // redirected, in order
+    std::vector<std::pair<Node*, std::string>> attached;       // new edges
+    std::vector<std::tuple<Node*, Child, size_t>> detached;    // removed edges and their index
+};
+
+namespace {
+
+// True if some node reachable from `from` has an edge back to a node on its own path.
+bool has_cycle(Node* from) {
+    enum Mark : uint8_t { Open, Done };
+    std::map<const Node*, Mark> mark;
+    std::vector<std::pair<Node*, size_t>> stack;
+    if (!from) return false;
+    stack.push_back({from, 0});
+    mark[from] = Open;
+    while (!stack.empty()) {
+        auto& [n, i] = stack.back();
+        if (i == n->children().size()) {
+            mark[n] = Done;
+            stack.pop_back();
+            continue;
+        }
+        Node* c = n->children()[i++].node.get();
+        if (!c) continue;
+        auto it = mark.find(c);
+        if (it == mark.end()) {
+            mark[c] = Open;
+            stack.push_back({c, 0});
+        } else if (it->second == Open) {
+            return true;
         }
     }
-    if (g.root.get() == x) g.root = y;
+    return false;
 }
 
-Status insert_filter_above(Graph& g, const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& filter) {
-    if (!filter->is_filter()) return make_error(EINVAL, "'" + filter->driver_name() + "' is not a filter");
-    if (!filter->children().empty()) return make_error(EINVAL, "the filter to insert already has children");
-    // Collect parents before the filter takes x, so the filter's own edge stays.
-    std::vector<Node*> parents = g.nodes();
-    BLK_TRY(filter->attach_child("file", x, kRoleFiltered | kRolePrimary));
-    for (Node* p : parents) {
-        for (const Child& c : p->children()) {
-            if (c.node != x) continue;
-            p->find_child(c.name)->node = filter;
+std::string label(const Node& n) {
+    return n.node_name().empty() ? "'" + n.driver_name() + "'" : "'" + n.node_name() + "' (" + n.driver_name() + ")";
+}
+
+// Edges a writable node writes through.
+constexpr unsigned kWriteRoles = kRoleData | kRoleMetadata | kRoleFiltered | kRolePrimary;
+
+}  // namespace
+
+Status Graph::finish_edit(Undo& undo, const std::vector<Node*>& changed, const char* what) {
+    // Children first, so a filter over a filter takes the refreshed facts.
+    std::vector<Node*> order = nodes();
+    auto refresh = [&] {
+        for (auto it = order.rbegin(); it != order.rend(); ++it)
+            if (std::find(changed.begin(), changed.end(), *it) != changed.end()) (*it)->children_changed();
+        for (Node* n : changed)
+            if (std::find(order.begin(), order.end(), n) == order.end()) n->children_changed();
+    };
+    Status st;
+    if (has_cycle(root.get()) || std::any_of(changed.begin(), changed.end(), [](Node* n) { return has_cycle(n); })) {
+        st = make_error(EINVAL, std::string(what) + ": the edit would make a cycle");
+    }
+    if (st) {
+        refresh();
+        for (Node* n : changed) {
+            if (Status r = n->check_roles(); !r) {
+                st = std::move(r).error().with_context(what);
+                break;
+            }
         }
     }
-    if (g.root == x) g.root = filter;
-    return {};
+    if (st) {
+        for (Node* p : nodes()) {
+            if (p->read_only()) continue;
+            for (const Child& c : p->children()) {
+                if ((c.roles & kWriteRoles) && c.node->read_only()) {
+                    st = make_error(EACCES, std::string(what) + ": node " + label(*p) + " is writable but its child '" +
+                                                c.name + "' (" + c.node->driver_name() + ") is read-only");
+                    break;
+                }
+            }
+            if (!st) break;
+        }
+    }
+    if (st) return st;
+    // Undo in reverse order, then let the nodes take their old facts back.
+    for (auto it = undo.detached.rbegin(); it != undo.detached.rend(); ++it) {
+        auto& [p, c, idx] = *it;
+        p->children_.insert(p->children_.begin() + static_cast<std::ptrdiff_t>(idx), c);
+        p->update_slots(c.name, c.node.get());
+    }
+    for (auto it = undo.attached.rbegin(); it != undo.attached.rend(); ++it) it->first->detach_child(it->second);
+    for (auto it = undo.edges.rbegin(); it != undo.edges.rend(); ++it) it->parent->set_edge(it->index, it->old);
+    root = undo.root;
+    order = nodes();
+    refresh();
+    return st;
 }
 
-Status replace_node(Graph& g, const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& y) {
-    if (x == y) return {};
-    redirect_edges(g, x.get(), y, y.get());
-    return {};
+Status Graph::insert_filter_above(const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& filter) {
+    const char* what = "inserting a filter";
+    if (!x || !filter) return make_error(EINVAL, std::string(what) + ": no node given");
+    if (!filter->is_filter()) return make_error(EINVAL, std::string(what) + ": " + label(*filter) + " is not a filter");
+    if (!filter->children().empty()) return make_error(EINVAL, std::string(what) + ": " + label(*filter) + " already has a child");
+    std::vector<Node*> all = nodes();
+    if (std::find(all.begin(), all.end(), x.get()) == all.end())
+        return make_error(ENOENT, std::string(what) + ": " + label(*x) + " is not in the graph");
+    if (std::find(all.begin(), all.end(), filter.get()) != all.end())
+        return make_error(EINVAL, std::string(what) + ": " + label(*filter) + " is already in the graph");
+    auto& f = static_cast<FilterNode&>(*filter);
+    Undo undo{root, {}, {}, {}};
+    std::vector<Node*> changed{filter.get()};
+    for (Node* p : all) {
+        for (size_t i = 0; i < p->children().size(); ++i) {
+            if (p->children()[i].node != x) continue;
+            undo.edges.push_back({p, i, x});
+            p->set_edge(i, filter);
+            changed.push_back(p);
+        }
+    }
+    if (root == x) root = filter;
+    if (Status a = f.attach_child(f.filtered_edge_name(), x, kRoleFiltered | kRolePrimary); !a) {
+        Undo none{undo.root, std::move(undo.edges), {}, {}};
+        for (auto it = none.edges.rbegin(); it != none.edges.rend(); ++it) it->parent->set_edge(it->index, it->old);
+        root = none.root;
+        return std::move(a).error().with_context(what);
+    }
+    undo.attached.push_back({filter.get(), f.filtered_edge_name()});
+    return finish_edit(undo, changed, what);
 }
 
-Status remove_filter(Graph& g, const std::shared_ptr<Node>& f) {
-    if (!f->is_filter()) return make_error(EINVAL, "'" + f->driver_name() + "' is not a filter");
+Status Graph::remove_filter(const std::shared_ptr<Node>& f) {
+    const char* what = "removing a filter";
+    if (!f) return make_error(EINVAL, std::string(what) + ": no node given");
+    if (!f->is_filter()) return make_error(EINVAL, std::string(what) + ": " + label(*f) + " is not a filter");
+    std::vector<Node*> all = nodes();
+    if (std::find(all.begin(), all.end(), f.get()) == all.end())
+        return make_error(ENOENT, std::string(what) + ": " + label(*f) + " is not in the graph");
     std::shared_ptr<Node> below;
     for (const Child& c : f->children())
         if (c.roles & kRoleFiltered) below = c.node;
-    if (!below) return make_error(EINVAL, "filter '" + f->driver_name() + "' has no filtered child");
-    redirect_edges(g, f.get(), below, f.get());
-    return {};
+    if (!below) return make_error(EINVAL, std::string(what) + ": " + label(*f) + " has no filtered child");
+    Undo undo{root, {}, {}, {}};
+    std::vector<Node*> changed;
+    for (Node* p : all) {
+        if (p == f.get()) continue;
+        for (size_t i = 0; i < p->children().size(); ++i) {
+            if (p->children()[i].node != f) continue;
+            undo.edges.push_back({p, i, f});
+            p->set_edge(i, below);
+            changed.push_back(p);
+        }
+    }
+    if (root == f) root = below;
+    return finish_edit(undo, changed, what);
 }
+
+Status Graph::replace(const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& y) {
+    const char* what = "replacing a node";
+    if (!x || !y) return make_error(EINVAL, std::string(what) + ": no node given");
+    if (x == y) return {};
+    std::vector<Node*> all = nodes();
+    if (std::find(all.begin(), all.end(), x.get()) == all.end())
+        return make_error(ENOENT, std::string(what) + ": " + label(*x) + " is not in the graph");
+    Undo undo{root, {}, {}, {}};
+    std::vector<Node*> changed;
+    for (Node* p : all) {
+        if (p == y.get()) continue;
+        for (size_t i = 0; i < p->children().size(); ++i) {
+            if (p->children()[i].node != x) continue;
+            undo.edges.push_back({p, i, x});
+            p->set_edge(i, y);
+            changed.push_back(p);
+        }
+    }
+    if (root == x) root = y;
+    changed.push_back(y.get());
+    return finish_edit(undo, changed, what);
+}
+
+Status Graph::attach(const std::shared_ptr<Node>& parent, const std::string& name, const std::shared_ptr<Node>& child,
+                     unsigned roles) {
+    const char* what = "attaching a child";
+    if (!parent || !child) return make_error(EINVAL, std::string(what) + ": no node given");
+    if (!contains(parent.get())) return make_error(ENOENT, std::string(what) + ": " + label(*parent) + " is not in the graph");
+    BLK_TRY(parent->attach_child(name, child, roles).context(what));
+    Undo undo{root, {}, {{parent.get(), name}}, {}};
+    return finish_edit(undo, {parent.get()}, what);
+}
+
+Status Graph::detach(const std::shared_ptr<Node>& parent, const std::string& name) {
+    const char* what = "detaching a child";
+    if (!parent) return make_error(EINVAL, std::string(what) + ": no node given");
+    if (!contains(parent.get())) return make_error(ENOENT, std::string(what) + ": " + label(*parent) + " is not in the graph");
+    const auto& ch = parent->children();
+    auto it = std::find_if(ch.begin(), ch.end(), [&](const Child& c) { return c.name == name; });
+    if (it == ch.end()) return make_error(ENOENT, std::string(what) + ": " + label(*parent) + " has no child '" + name + "'");
+    if (it->roles & (kRoleFiltered | kRolePrimary)) {
+        return make_error(EINVAL, std::string(what) + ": '" + name + "' is the " +
+                                      ((it->roles & kRoleFiltered) ? "filtered" : "primary") + " child of " + label(*parent));
+    }
+    Undo undo{root, {}, {}, {}};
+    undo.detached.emplace_back(parent.get(), *it, static_cast<size_t>(it - ch.begin()));
+    parent->detach_child(name);
+    return finish_edit(undo, {parent.get()}, what);
+}
+
+Status insert_filter_above(Graph& g, const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& filter) {
+    return g.insert_filter_above(x, filter);
+}
+
+Status replace_node(Graph& g, const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& y) {
+    return g.replace(x, y);
+}
+
+Status remove_filter(Graph& g, const std::shared_ptr<Node>& f) { return g.remove_filter(f); }
 
 }  // namespace blk

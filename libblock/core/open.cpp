@@ -97,7 +97,10 @@ Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
     std::vector<std::string> strong;
     for (const OptSpec& o : spec->options)
         if (o.strong) strong.push_back(o.name);
-    node->set_driver_facts(std::move(strong), spec->kind == DriverKind::Filter);
+    BLK_TRY(node->set_driver_facts(std::move(strong), spec->kind == DriverKind::Filter));
+    // Whatever the driver attached, the edges it left must keep the role invariants
+    // (above all: a filter has exactly one Filtered|Primary child).
+    BLK_TRY(node->check_roles());
     return node;
 }
 
@@ -172,6 +175,40 @@ Result<std::shared_ptr<Node>> OpenContext::open_backing(Node& parent, const Json
     if (!child) return std::move(child).error().with_context("Could not open backing file '" + label + "'");
     BLK_TRY(parent.attach_child("backing", *child, kRoleCow));
     return *child;
+}
+
+std::function<Result<std::shared_ptr<Node>>(OpenContext& ctx, const Json& opts)> open_filter_with(
+    std::function<Result<std::shared_ptr<Node>>(const Json& opts)> make) {
+    return [make = std::move(make)](OpenContext& ctx, const Json& opts) -> Result<std::shared_ptr<Node>> {
+        BLK_TRY_ASSIGN(std::shared_ptr<Node> node, make(opts));
+        if (!node || !node->is_filter()) return make_error(EINVAL, "driver made no filter node");
+        auto& f = static_cast<FilterNode&>(*node);
+        BLK_TRY_ASSIGN(std::shared_ptr<Node> child, ctx.open_child_unattached(opts, f.filtered_edge_name(), true));
+        BLK_TRY(f.attach_filtered(std::move(child)));
+        return node;
+    };
+}
+
+Result<std::shared_ptr<Node>> make_filter_node(const Json& opts, const Registry& reg) {
+    if (!opts.is_object() || !opts.contains("driver") || !opts["driver"].is_string())
+        return make_error(EINVAL, "a filter's options must name its driver");
+    const std::string drv = opts["driver"].get<std::string>();
+    const DriverSpec* spec = reg.find(drv);
+    if (!spec) return make_error(EINVAL, "Unknown driver '" + drv + "'");
+    if (spec->kind != DriverKind::Filter || !spec->make_filter)
+        return make_error(EINVAL, "'" + drv + "' is not a filter driver");
+    for (const OptSpec& o : spec->options) {
+        if (o.type == OptType::Child && opts.contains(o.name))
+            return make_error(EINVAL, "filter '" + drv + "' is made without its child; '" + o.name +
+                                          "' is given by the graph edit that inserts it");
+    }
+    BLK_TRY(validate_options(opts, spec->options, drv, false));
+    BLK_TRY_ASSIGN(std::shared_ptr<Node> node, spec->make_filter(opts));
+    std::vector<std::string> strong;
+    for (const OptSpec& o : spec->options)
+        if (o.strong) strong.push_back(o.name);
+    BLK_TRY(node->set_driver_facts(std::move(strong), true));
+    return node;
 }
 
 Result<std::string> resolve_backing_name(const std::string& overlay_filename, const std::string& name) {

@@ -33,13 +33,15 @@ public:
         (void)trim_locked();  // best effort: a longer file only holds zeroes past the end
     }
 
-    Status attach(std::shared_ptr<Node> file) {
-        BLK_TRY(attach_filtered("file", std::move(file)));
+protected:
+    // A new child (at open or by a graph edit): nothing is set aside in it yet.
+    void children_changed() override {
+        FilterNode::children_changed();
+        std::lock_guard lk(mu_);
         file_end_ = size_;
-        return {};
+        reserve_ = true;
     }
 
-protected:
     Status do_truncate(uint64_t size, Prealloc prealloc) override {
         std::lock_guard lk(mu_);
         if (prealloc == Prealloc::Off && size >= size_ && size <= file_end_) {
@@ -94,7 +96,8 @@ private:
     bool reserve_ = true;
 };
 
-Result<std::shared_ptr<Node>> open_preallocate(OpenContext& ctx, const Json& opts) {
+// The node alone, from its options: what the opener and Graph::insert_filter_above use.
+Result<std::shared_ptr<Node>> make_preallocate(const Json& opts) {
     BLK_TRY_ASSIGN(auto align, opt_size(opts, "prealloc-align"));
     BLK_TRY_ASSIGN(auto step, opt_size(opts, "prealloc-size"));
     const uint64_t a = align.value_or(kDefaultAlign);
@@ -104,10 +107,7 @@ Result<std::shared_ptr<Node>> open_preallocate(OpenContext& ctx, const Json& opt
                                       std::to_string(a) + ")");
     }
     if (s > kMaxStep) return make_error(EINVAL, "prealloc-size must be at most 1 TiB (got " + std::to_string(s) + ")");
-    auto node = std::make_shared<PreallocateNode>(opts, a, s);
-    BLK_TRY_ASSIGN(std::shared_ptr<Node> file, ctx.open_child_unattached(opts, "file", true));
-    BLK_TRY(node->attach(std::move(file)));
-    return std::shared_ptr<Node>(node);
+    return std::shared_ptr<Node>(std::make_shared<PreallocateNode>(opts, a, s));
 }
 
 }  // namespace
@@ -122,7 +122,8 @@ DriverSpec preallocate_driver() {
         {"prealloc-align", OptType::Size, "align the grown file's length to this (a multiple of 512)", {}, "1M"},
         {"prealloc-size", OptType::Size, "how much to set aside beyond the length asked for", {}, "128M"},
     };
-    d.open = open_preallocate;
+    d.make_filter = make_preallocate;
+    d.open = open_filter_with(make_preallocate);
     return d;
 }
 

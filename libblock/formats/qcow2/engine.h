@@ -152,8 +152,8 @@ private:
 
     Header h_;
     std::vector<std::byte> hdr_;  // the fixed header fields as on disk, patched for updates
-    Node* file_ = nullptr;
-    Node* data_ = nullptr;
+    EdgeSlot file_;  // the "file" edge: metadata (and data, without a data file)
+    EdgeSlot data_;  // where guest data lives: the "data-file" edge, or "file"
     bool external_ = false;
     std::string name_;
     std::vector<uint64_t> l1_;

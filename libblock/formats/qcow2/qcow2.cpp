@@ -39,11 +39,13 @@ Qcow2Node::Qcow2Node(Json opts, Header h, std::vector<std::byte> head)
 }
 
 Status Qcow2Node::init(OpenContext& ctx, const Json& opts, std::shared_ptr<Node> file) {
-    file_ = file.get();
     name_ = base_filename(*file);  // the host file, also under a filter (convert's preallocate)
     external_ = h_.incompatible & kIncompatDataFile;
+    // Every request reaches the children through these slots, so a node a graph edit puts
+    // under the image later (a filter above its file) sees all of them.
+    bind_edge("file", file_);
+    bind_edge(external_ ? "data-file" : "file", data_);
     BLK_TRY(attach_child("file", file, kRoleMetadata | kRolePrimary | (external_ ? 0u : unsigned{kRoleData})));
-    data_ = file_;
     if (external_) {
         std::shared_ptr<Node> df;
         if (opts.contains("data-file")) {
@@ -60,7 +62,6 @@ Status Qcow2Node::init(OpenContext& ctx, const Json& opts, std::shared_ptr<Node>
         } else {
             return make_error(EINVAL, "'data-file' is required for this image");
         }
-        data_ = df.get();
     } else if (opts.contains("data-file") && !opts["data-file"].is_null()) {
         return make_error(EINVAL, "'data-file' can only be set for images with an external data file");
     }

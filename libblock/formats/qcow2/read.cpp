@@ -65,17 +65,17 @@ Result<BlockStatus> Qcow2Node::do_block_status(uint64_t off, uint64_t bytes) {
         case ClusterKind::Normal:
             st.flags = kStatusData | kStatusOffsetValid | (metadata_prealloc_ ? unsigned{kStatusRecurse} : 0u);
             st.offset = e.host;
-            st.file = data_;
+            st.file = data_.get();
             break;
         case ClusterKind::ZeroAlloc:
             st.flags = kStatusZero | kStatusOffsetValid;
             st.offset = e.host;
-            st.file = data_;
+            st.file = data_.get();
             break;
         case ClusterKind::UnallocatedAlloc:
             st.flags = kStatusOffsetValid;
             st.offset = e.host;
-            st.file = data_;
+            st.file = data_.get();
             break;
         case ClusterKind::ZeroPlain:
             st.flags = kStatusZero;

@@ -20,7 +20,7 @@ uint64_t div_up(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
-Refcounts::Refcounts(const Header& h, Node* file, std::string name, MetadataMap& meta)
+Refcounts::Refcounts(const Header& h, const EdgeSlot& file, std::string name, MetadataMap& meta)
     : h_(h),
       file_(file),
       name_(std::move(name)),

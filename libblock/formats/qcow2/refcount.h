@@ -28,7 +28,7 @@ struct AllocRun {
 class Refcounts {
 public:
     // `file` holds the image; `meta` learns every refcount block and table placed.
-    Refcounts(const Header& h, Node* file, std::string name, MetadataMap& meta);
+    Refcounts(const Header& h, const EdgeSlot& file, std::string name, MetadataMap& meta);
 
     // Reads the refcount table. Every block offset is checked (cluster-aligned, inside the
     // file, off the header, L1 and table) and added to `meta`; errors name the entry.
@@ -87,7 +87,7 @@ private:
     Error corrupt(const std::string& what) const;
 
     const Header& h_;
-    Node* file_;
+    const EdgeSlot& file_;  // the image's "file" edge (the node owns it), current after graph edits
     std::string name_;
     MetadataMap& meta_;
     MetaCache cache_;

@@ -62,6 +62,9 @@ struct DriverSpec {
     // Opens a node from validated `opts` (opts["driver"] == name). Children are opened
     // through ctx.open_child().
     std::function<Result<std::shared_ptr<Node>>(OpenContext& ctx, const Json& opts)> open;
+    // Filters only: makes the node from validated `opts` without its child (nothing is
+    // opened), to be given one by the opener or by Graph::insert_filter_above.
+    std::function<Result<std::shared_ptr<Node>>(const Json& opts)> make_filter;
     // Image creation: the -o keys the driver takes, in qemu's order (they drive parsing, -o
     // help, the Formatting line and completions; OptSpec::default_value is qemu's default
     // shown in the Formatting line) and the function that writes a new image. Null for
@@ -144,6 +147,16 @@ private:
     const ObjectStore* objects_;
     std::vector<std::string> chain_;  // filenames of the backing chain being opened
 };
+
+// A filter's `open` from its make_filter: makes the node, opens the child named by the
+// filter's edge (required) and attaches it as the filtered child.
+std::function<Result<std::shared_ptr<Node>>(OpenContext& ctx, const Json& opts)> open_filter_with(
+    std::function<Result<std::shared_ptr<Node>>(const Json& opts)> make);
+
+// Makes a filter node from its options alone ({"driver": "preallocate", ...}, no child
+// key): checks them against the driver's schema and calls its make_filter. The node has
+// no child until Graph::insert_filter_above gives it one.
+Result<std::shared_ptr<Node>> make_filter_node(const Json& opts, const Registry& reg = Registry::builtin());
 
 // Probing as qemu-img 7.2 does: `head` is the image's first 2048 bytes (zero padded past the
 // end). Returns the best-scoring format, "raw" when nothing else matches. The name may be a

@@ -52,6 +52,22 @@ struct Child {
     unsigned roles = 0;
 };
 
+// A driver's handle on one of its edges, by name: the node the edge points to now. The
+// node that owns the slot keeps it current whenever the edge is made, redirected by a
+// graph edit or removed, so a request through it costs one pointer load and an edit is
+// never bypassed. Edits are not concurrent with I/O on the graph they change.
+class EdgeSlot {
+public:
+    Node* get() const { return node_.load(std::memory_order_acquire); }
+    Node* operator->() const { return get(); }
+    Node& operator*() const { return *get(); }
+    explicit operator bool() const { return get() != nullptr; }
+
+private:
+    friend class Node;
+    std::atomic<Node*> node_{nullptr};
+};
+
 // Flags for write_zeroes.
 enum ZeroFlag : unsigned {
     kZeroMayUnmap = 1u << 0,    // the range may be deallocated (a hole, a zero cluster without host space)
@@ -147,16 +163,22 @@ public:
     // --- Children ---
     const std::vector<Child>& children() const { return children_; }
     // Adds an edge after checking the role invariants (one Filtered child, excluding
-    // Data/Metadata/Cow; one Cow child; one Primary child; a filter has exactly one
-    // Filtered|Primary child).
+    // Data/Metadata/Cow; one Cow child; one Primary child; a filter's filtered child is
+    // also Primary). For building a node being opened; a node already in a graph is
+    // changed through Graph's checked edits.
     Status attach_child(std::string name, std::shared_ptr<Node> child, unsigned roles);
     // Removes the edge named `name`; returns the node it pointed to (or null).
     std::shared_ptr<Node> detach_child(const std::string& name);
-    Child* find_child(const std::string& name);
     const Child* find_child(const std::string& name) const;
+    // The role invariants of the node as it stands, above all that a filter has exactly
+    // one Filtered|Primary child (checked after every open and every graph edit).
+    Status check_roles() const;
 
     // --- Facts for info/map; drivers override what they know ---
-    virtual bool is_filter() const { return false; }
+    // True if the node's driver is a filter: registered as DriverKind::Filter, and so
+    // derived from FilterNode. A node that merely passes its child's bytes through (raw
+    // without a window, whose edge is Filtered) is no filter.
+    bool is_filter() const { return filter_driver_; }
     // True for formats that can have a backing file (qemu's supports_backing).
     virtual bool supports_backing() const { return false; }
     // True for protocol drivers (file, null-co).
@@ -172,11 +194,10 @@ public:
     // (the backing child only where the user overrode it).
     Json full_options() const;
 
-    // Set by the opener: the driver's strong option keys and whether it is a filter driver.
-    void set_driver_facts(std::vector<std::string> strong_keys, bool filter_driver) {
-        strong_keys_ = std::move(strong_keys);
-        filter_driver_ = filter_driver;
-    }
+    // Set by the opener: the driver's strong option keys. `filter_driver` is the
+    // registration's word, which must agree with the node's class (FilterNode): a
+    // mismatch is a driver bug, refused.
+    Status set_driver_facts(std::vector<std::string> strong_keys, bool filter_driver);
     // Backing file name recorded in the image ("" if none) and its format ("" if none).
     virtual std::string backing_file_name() const { return {}; }
     virtual std::string backing_format() const { return {}; }
@@ -213,6 +234,13 @@ protected:
     // nothing (kStatusData) for the whole range.
     virtual Result<BlockStatus> do_block_status(uint64_t off, uint64_t bytes);
 
+    // Keeps `slot` pointing at the node of the edge named `name` (null while there is
+    // none), through every attach, detach and graph edit.
+    void bind_edge(std::string name, EdgeSlot& slot);
+    // Called after an edit changed where one of this node's edges points (and again if
+    // the edit was undone): nodes that take facts from a child refresh them here.
+    virtual void children_changed() {}
+
     std::string driver_;
     std::string node_name_;
     Json options_;
@@ -223,21 +251,35 @@ protected:
     NodeLimits limits_;
 
 private:
+    friend struct Graph;
+    friend class FilterNode;
+    // Points edge `index` at `node` and updates the slots bound to it.
+    void set_edge(size_t index, std::shared_ptr<Node> node);
+    void update_slots(const std::string& name, Node* node);
+
     std::vector<Child> children_;
+    std::vector<std::pair<std::string, EdgeSlot*>> slots_;
     std::vector<std::string> strong_keys_;
     bool filter_driver_ = false;
 };
 
 // Base for filters: one child with kRoleFiltered|kRolePrimary, everything passes through.
+// A filter is made without its child (DriverSpec::make_filter) and gets it either from the
+// opener or from Graph::insert_filter_above; it takes its size and writability from it.
 class FilterNode : public Node {
 public:
-    bool is_filter() const override { return true; }
+    // The name of the filtered edge ("file" for most of qemu's filters).
+    const std::string& filtered_edge_name() const { return edge_name_; }
+    // Attaches `child` as the filtered child and takes its size and writability.
+    Status attach_filtered(std::shared_ptr<Node> child);
 
 protected:
-    FilterNode(std::string driver, Json options) : Node(std::move(driver), std::move(options)) {}
-    // Attaches `child` as the filtered child named `name` and takes its size.
+    FilterNode(std::string driver, Json options, std::string edge_name = "file");
+    // The same with another edge name (kept for drivers that name it at attach).
     Status attach_filtered(std::string name, std::shared_ptr<Node> child);
-    Node& below() const;
+    Node& below() const { return *below_; }
+    // Takes size and writability from the filtered child.
+    void children_changed() override;
 
     Status do_read(uint64_t off, std::span<std::byte> buf) override;
     Status do_write(uint64_t off, std::span<const std::byte> buf) override;
@@ -257,6 +299,10 @@ public:
     std::optional<uint64_t> cluster_size() const override;
     Status set_incomplete(bool incomplete) override;
     bool incomplete() const override;
+
+private:
+    std::string edge_name_;
+    EdgeSlot below_;
 };
 
 // --- Graph accessors: code asks for the role it means ---
@@ -275,19 +321,41 @@ std::string base_filename(const Node& n);
 
 // --- Graph edits ---
 // A graph: the root node and, reachable from it, every other node. Edits find parents by
-// walking from the root, so nodes need no parent pointers.
+// walking from the root, so nodes need no parent pointers. Every edit is checked: the
+// nodes it names are (or, for a new node, are not yet) in the graph, the role invariants
+// hold, no cycle is made, a writable node keeps writable children on its data, metadata
+// and filtered edges, and filters take size and writability from their new child. A
+// failed edit leaves the graph exactly as it was. Edits must not run during I/O.
 struct Graph {
     std::shared_ptr<Node> root;
     // Every node reachable from root, each once, parents before children.
     std::vector<Node*> nodes() const;
+    bool contains(const Node* n) const;
+
+    // Puts `filter` (a filter with no child yet, not in the graph) above `x`: the filter
+    // gets x as its filtered child and every edge that pointed to x (and the root) now
+    // points to the filter.
+    Status insert_filter_above(const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& filter);
+    // Removes filter f: its parents (and the root) now point to f's filtered child. f keeps
+    // its edge to the child (it is no longer part of the graph).
+    Status remove_filter(const std::shared_ptr<Node>& f);
+    // Every edge pointing to x (and the root), except edges of y itself, now points to y.
+    Status replace(const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& y);
+    // Gives `parent` a new edge `name` to `child` with `roles`.
+    Status attach(const std::shared_ptr<Node>& parent, const std::string& name, const std::shared_ptr<Node>& child,
+                  unsigned roles);
+    // Removes `parent`'s edge `name`; a Filtered or Primary edge cannot be removed (the
+    // node would have nothing to stand on).
+    Status detach(const std::shared_ptr<Node>& parent, const std::string& name);
+
+private:
+    struct Undo;
+    Status finish_edit(Undo& undo, const std::vector<Node*>& changed, const char* what);
 };
 
-// Puts `filter` (which has no children yet) above `x`: `filter` gets x as its filtered
-// child and every edge that pointed to x (or the root) now points to `filter`.
+// The same edits as free functions (the names code used first).
 Status insert_filter_above(Graph& g, const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& filter);
-// Every edge pointing to x (and the root), except edges of y itself, now points to y.
 Status replace_node(Graph& g, const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& y);
-// Removes filter f: its parents (and the root) now point to f's filtered child.
 Status remove_filter(Graph& g, const std::shared_ptr<Node>& f);
 
 }  // namespace blk

@@ -1,0 +1,458 @@
+// Graph edits: checked insert/remove/replace/attach/detach that leave the graph unchanged
+// when they fail, real I/O through edited graphs, filters made without a child, and a
+// qcow2 whose file edge is edited after open.
+#include <doctest/doctest.h>
+
+#include <mutex>
+
+#include "blk/driver.h"
+#include "mem_node.h"
+#include "record_node.h"
+#include "temp_files.h"
+
+using namespace blk;
+using namespace blktest;
+
+namespace {
+
+// A filter that logs every request it passes down (reads and block status too) and can
+// refuse them all, to prove nothing goes around it.
+class RecordFilter : public FilterNode {
+public:
+    RecordFilter() : FilterNode("record-filter", Json::object()) {}
+    struct Op {
+        char kind;  // r w z d f t s
+        uint64_t off, len;
+    };
+    std::vector<Op> log() {
+        std::lock_guard lk(mu_);
+        return log_;
+    }
+    bool deny = false;
+    size_t count(char k) {
+        size_t n = 0;
+        for (const Op& o : log()) n += o.kind == k;
+        return n;
+    }
+
+protected:
+    Status note(char k, uint64_t off, uint64_t len) {
+        std::lock_guard lk(mu_);
+        log_.push_back({k, off, len});
+        if (deny) return make_error(EIO, "record-filter: denied");
+        return {};
+    }
+    Status do_read(uint64_t off, std::span<std::byte> buf) override {
+        BLK_TRY(note('r', off, buf.size()));
+        return FilterNode::do_read(off, buf);
+    }
+    Status do_write(uint64_t off, std::span<const std::byte> buf) override {
+        BLK_TRY(note('w', off, buf.size()));
+        return FilterNode::do_write(off, buf);
+    }
+    Status do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) override {
+        BLK_TRY(note('z', off, bytes));
+        return FilterNode::do_write_zeroes(off, bytes, flags);
+    }
+    Status do_discard(uint64_t off, uint64_t bytes) override {
+        BLK_TRY(note('d', off, bytes));
+        return FilterNode::do_discard(off, bytes);
+    }
+    Status do_flush() override {
+        BLK_TRY(note('f', 0, 0));
+        return FilterNode::do_flush();
+    }
+    Status do_truncate(uint64_t size, Prealloc p) override {
+        BLK_TRY(note('t', size, 0));
+        return FilterNode::do_truncate(size, p);
+    }
+    Result<BlockStatus> do_block_status(uint64_t off, uint64_t bytes) override {
+        BLK_TRY(note('s', off, bytes));
+        return FilterNode::do_block_status(off, bytes);
+    }
+
+private:
+    std::mutex mu_;
+    std::vector<Op> log_;
+};
+
+// Everything an edit could change: the root, each node's edges, size and writability.
+struct Snapshot {
+    struct N {
+        Node* node;
+        std::vector<std::tuple<std::string, Node*, unsigned>> edges;
+        uint64_t size;
+        bool ro;
+        bool operator==(const N&) const = default;
+    };
+    Node* root;
+    std::vector<N> nodes;
+    bool operator==(const Snapshot&) const = default;
+};
+
+Snapshot snap(const Graph& g, std::vector<Node*> extra = {}) {
+    Snapshot s{g.root.get(), {}};
+    std::vector<Node*> all = g.nodes();
+    all.insert(all.end(), extra.begin(), extra.end());
+    for (Node* n : all) {
+        Snapshot::N e{n, {}, n->size(), n->read_only()};
+        for (const Child& c : n->children()) e.edges.emplace_back(c.name, c.node.get(), c.roles);
+        s.nodes.push_back(std::move(e));
+    }
+    return s;
+}
+
+std::vector<std::byte> pattern(size_t n, uint64_t seed) {
+    std::vector<std::byte> b(n);
+    fill_pattern(b, seed);
+    return b;
+}
+
+// A writable "format" over memory with a file edge, to hang filters under.
+struct Top : MemNode {
+    Top() : MemNode(4096, true) {}
+};
+
+}  // namespace
+
+TEST_CASE("an inserted filter takes its child's size and writability and passes real I/O") {
+    auto x = std::make_shared<MemNode>(8192);
+    Graph g{x};
+    auto f = std::make_shared<RecordFilter>();
+    CHECK(f->size() == 0);
+    REQUIRE(g.insert_filter_above(x, f));
+    CHECK(g.root == f);
+    CHECK(f->size() == 8192);
+    CHECK_FALSE(f->read_only());
+    auto w = pattern(4096, 1);
+    REQUIRE(f->write(1024, w));
+    std::vector<std::byte> r(4096);
+    REQUIRE(f->read(1024, r));  // failed before: the filter had size 0
+    CHECK(r == w);
+    REQUIRE(f->write_zeroes(0, 512));
+    auto st = f->block_status(0, 8192);
+    REQUIRE(st);
+    CHECK(f->count('w') == 1);
+    CHECK(f->count('r') == 1);
+    CHECK(f->count('z') == 1);
+    CHECK(f->count('s') == 1);
+}
+
+TEST_CASE("inserted, stacked, removed and replaced filters carry read, write, zeroes and block status") {
+    auto x = std::make_shared<MemNode>(65536);
+    x->allocated_ = 65536;
+    auto top = std::make_shared<MemNode>(65536, true);
+    REQUIRE(top->attach_child("file", x, kRoleData | kRoleMetadata | kRolePrimary));
+    Graph g{top};
+    auto f1 = std::make_shared<RecordFilter>();
+    auto f2 = std::make_shared<RecordFilter>();
+    REQUIRE(g.insert_filter_above(x, f1));
+    REQUIRE(g.insert_filter_above(f1, f2));  // top -> f2 -> f1 -> x
+    CHECK(primary_child(*top) == f2.get());
+    CHECK(filtered_child(*f2) == f1.get());
+    CHECK(skip_filters(f2.get()) == x.get());
+    Node& file = *primary_child(*top);
+    auto w = pattern(8192, 7);
+    REQUIRE(file.write(4096, w));
+    REQUIRE(file.write_zeroes(16384, 4096));
+    std::vector<std::byte> r(8192);
+    REQUIRE(file.read(4096, r));
+    CHECK(r == w);
+    auto bs = file.block_status(0, 65536);
+    REQUIRE(bs);
+    CHECK((bs->flags & kStatusData));
+    for (auto* f : {f1.get(), f2.get()}) {
+        CHECK(f->count('w') == 1);
+        CHECK(f->count('z') == 1);
+        CHECK(f->count('r') == 1);
+        CHECK(f->count('s') == 1);
+    }
+    CHECK(std::all_of(x->data().begin() + 16384, x->data().begin() + 20480, [](std::byte b) { return b == std::byte{0}; }));
+
+    // Remove the lower filter: f2 now stands on x directly.
+    REQUIRE(g.remove_filter(f1));
+    CHECK(filtered_child(*f2) == x.get());
+    REQUIRE(primary_child(*top)->read(4096, r));
+    CHECK(r == w);
+    CHECK(f1->count('r') == 1);
+    CHECK(f2->count('r') == 2);
+
+    // Replace x under everything by y: the filter takes y's size.
+    auto y = std::make_shared<MemNode>(32768);
+    REQUIRE(g.replace(x, y));
+    CHECK(filtered_child(*f2) == y.get());
+    CHECK(f2->size() == 32768);
+    REQUIRE(primary_child(*top)->write(0, std::span(w).first(4096)));
+    CHECK(std::equal(w.begin(), w.begin() + 4096, y->data().begin()));
+    CHECK_FALSE(primary_child(*top)->read(32768, std::span(r).first(512)));  // beyond y
+}
+
+TEST_CASE("an inserted filter over a read-only node is read-only") {
+    auto x = std::make_shared<MemNode>(4096);
+    x->make_read_only();
+    Graph g{x};
+    auto f = std::make_shared<RecordFilter>();
+    REQUIRE(g.insert_filter_above(x, f));
+    CHECK(f->read_only());
+    std::vector<std::byte> b(512);
+    CHECK_FALSE(f->write(0, b));
+}
+
+TEST_CASE("failed insert_filter_above leaves the graph unchanged") {
+    auto x = std::make_shared<MemNode>(4096);
+    auto top = std::make_shared<MemNode>(4096, true);
+    REQUIRE(top->attach_child("file", x, kRoleData | kRolePrimary));
+    Graph g{top};
+    const Snapshot before = snap(g);
+
+    SUBCASE("the node is not in the graph") {
+        auto stranger = std::make_shared<MemNode>(4096);
+        auto f = std::make_shared<RecordFilter>();
+        auto st = g.insert_filter_above(stranger, f);
+        REQUIRE_FALSE(st);
+        CHECK(st.error().message.find("not in the graph") != std::string::npos);
+        CHECK(f->children().empty());
+    }
+    SUBCASE("what is inserted is no filter") {
+        auto notf = std::make_shared<MemNode>(4096);
+        auto st = g.insert_filter_above(x, notf);
+        REQUIRE_FALSE(st);
+        CHECK(st.error().message.find("not a filter") != std::string::npos);
+    }
+    SUBCASE("the filter already has a child") {
+        auto f = std::make_shared<PassFilter>();
+        REQUIRE(f->take(std::make_shared<MemNode>(512)));
+        CHECK_FALSE(g.insert_filter_above(x, f));
+    }
+    SUBCASE("the filter is already in the graph") {
+        auto f = std::make_shared<RecordFilter>();
+        REQUIRE(g.insert_filter_above(x, f));
+        const Snapshot mid = snap(g);
+        CHECK_FALSE(g.insert_filter_above(top, f));
+        CHECK(snap(g) == mid);
+        REQUIRE(g.remove_filter(f));
+    }
+    SUBCASE("no node") { CHECK_FALSE(g.insert_filter_above(x, nullptr)); }
+    CHECK(snap(g) == before);
+}
+
+TEST_CASE("failed remove_filter leaves the graph unchanged") {
+    auto x = std::make_shared<MemNode>(4096);
+    auto top = std::make_shared<MemNode>(4096, true);
+    REQUIRE(top->attach_child("file", x, kRoleData | kRolePrimary));
+    Graph g{top};
+    const Snapshot before = snap(g);
+    SUBCASE("not a filter") { CHECK_FALSE(g.remove_filter(x)); }
+    SUBCASE("a filter not in the graph") {
+        auto f = std::make_shared<PassFilter>();
+        REQUIRE(f->take(std::make_shared<MemNode>(4096)));
+        auto st = g.remove_filter(f);
+        REQUIRE_FALSE(st);
+        CHECK(st.error().message.find("not in the graph") != std::string::npos);
+    }
+    CHECK(snap(g) == before);
+}
+
+TEST_CASE("failed replace leaves the graph unchanged: cycle, writability, strangers") {
+    auto x = std::make_shared<MemNode>(4096);
+    auto mid = std::make_shared<MemNode>(4096, true);
+    auto top = std::make_shared<MemNode>(4096, true);
+    REQUIRE(mid->attach_child("file", x, kRoleData | kRolePrimary));
+    REQUIRE(top->attach_child("file", mid, kRoleData | kRolePrimary));
+    Graph g{top};
+    const Snapshot before = snap(g);
+
+    SUBCASE("a cycle: x replaced by top makes mid point back up to top") {
+        auto st = g.replace(x, top);
+        REQUIRE_FALSE(st);
+        CHECK(st.error().message.find("cycle") != std::string::npos);
+    }
+    SUBCASE("a writable parent cannot get a read-only data child") {
+        auto ro = std::make_shared<MemNode>(4096);
+        ro->make_read_only();
+        auto st = g.replace(x, ro);
+        REQUIRE_FALSE(st);
+        CHECK(st.error().code == EACCES);
+    }
+    SUBCASE("the node to replace is not in the graph") {
+        auto st = g.replace(std::make_shared<MemNode>(4096), std::make_shared<MemNode>(4096));
+        REQUIRE_FALSE(st);
+        CHECK(st.error().message.find("not in the graph") != std::string::npos);
+    }
+    SUBCASE("no node") { CHECK_FALSE(g.replace(x, nullptr)); }
+    CHECK(snap(g) == before);
+}
+
+TEST_CASE("failed replace keeps a filter's size and writability") {
+    auto x = std::make_shared<MemNode>(4096);
+    auto f = std::make_shared<RecordFilter>();
+    auto top = std::make_shared<MemNode>(4096, true);
+    Graph g{top};
+    REQUIRE(top->attach_child("file", x, kRoleData | kRolePrimary));
+    REQUIRE(g.insert_filter_above(x, f));
+    const Snapshot before = snap(g);
+    auto ro = std::make_shared<MemNode>(512);
+    ro->make_read_only();
+    REQUIRE_FALSE(g.replace(x, ro));  // f would turn read-only under writable top
+    CHECK(snap(g) == before);
+    CHECK(f->size() == 4096);
+    CHECK_FALSE(f->read_only());
+}
+
+TEST_CASE("failed attach and detach leave the graph unchanged") {
+    auto x = std::make_shared<MemNode>(4096);
+    auto top = std::make_shared<MemNode>(4096, true);
+    auto f = std::make_shared<PassFilter>();
+    REQUIRE(top->attach_child("file", x, kRoleData | kRolePrimary));
+    Graph g{top};
+    REQUIRE(g.insert_filter_above(top, f));  // f -> top -> x
+    auto base = std::make_shared<MemNode>(4096);
+    REQUIRE(g.attach(top, "backing", base, kRoleCow));
+    const Snapshot before = snap(g);
+
+    SUBCASE("attach to a node not in the graph") {
+        auto st = g.attach(std::make_shared<MemNode>(4096), "file", x, kRoleData);
+        REQUIRE_FALSE(st);
+        CHECK(st.error().message.find("not in the graph") != std::string::npos);
+    }
+    SUBCASE("attach making a cycle") {
+        auto st = g.attach(x, "backing", top, kRoleCow);
+        REQUIRE_FALSE(st);
+        CHECK(st.error().message.find("cycle") != std::string::npos);
+    }
+    SUBCASE("attach breaking the roles: a second filtered child") {
+        CHECK_FALSE(g.attach(f, "other", std::make_shared<MemNode>(4096), kRoleFiltered | kRolePrimary));
+    }
+    SUBCASE("attach breaking the roles: a second backing child") {
+        CHECK_FALSE(g.attach(top, "backing2", std::make_shared<MemNode>(4096), kRoleCow));
+    }
+    SUBCASE("attach breaking the roles: a filter takes no data child") {
+        CHECK_FALSE(g.attach(f, "data", std::make_shared<MemNode>(4096), kRoleData));
+    }
+    SUBCASE("attach a read-only data child to a writable node") {
+        auto ro = std::make_shared<MemNode>(4096);
+        ro->make_read_only();
+        auto st = g.attach(top, "data-file", ro, kRoleData);
+        REQUIRE_FALSE(st);
+        CHECK(st.error().code == EACCES);
+    }
+    SUBCASE("attach under a name in use") { CHECK_FALSE(g.attach(top, "file", std::make_shared<MemNode>(4096), kRoleData)); }
+    SUBCASE("detach a filter's filtered child") { CHECK_FALSE(g.detach(f, "file")); }
+    SUBCASE("detach a primary child") { CHECK_FALSE(g.detach(top, "file")); }
+    SUBCASE("detach an edge that does not exist") { CHECK_FALSE(g.detach(top, "nothing")); }
+    SUBCASE("detach from a node not in the graph") { CHECK_FALSE(g.detach(std::make_shared<MemNode>(4096), "file")); }
+    CHECK(snap(g) == before);
+
+    // And the edits that are allowed work.
+    REQUIRE(g.detach(top, "backing"));
+    CHECK(cow_child(*top) == nullptr);
+}
+
+TEST_CASE("roles are checked after open: a filter without exactly one filtered child is refused") {
+    auto f = std::make_shared<PassFilter>();
+    CHECK_FALSE(f->check_roles());  // no child yet
+    REQUIRE(f->take(std::make_shared<MemNode>(512)));
+    CHECK(f->check_roles());
+    auto m = std::make_shared<MemNode>(512);
+    CHECK(m->check_roles());
+    // A registration that disagrees with the node's class is a driver bug.
+    CHECK_FALSE(m->set_driver_facts({}, true));
+    CHECK_FALSE(f->set_driver_facts({}, false));
+}
+
+TEST_CASE("a filter is made from its options without a child and then inserted over a real file") {
+    TempDir dir;
+    const std::string path = dir / "f.raw";
+    write_file(path, std::vector<std::byte>(1 << 20));
+    auto pre = make_filter_node(Json{{"driver", "preallocate"}, {"prealloc-size", 4 << 20}});
+    REQUIRE(pre);
+    CHECK((*pre)->is_filter());
+    CHECK((*pre)->children().empty());
+    CHECK_FALSE(make_filter_node(Json{{"driver", "preallocate"}, {"file", {{"filename", path}}}}));  // no child here
+    CHECK_FALSE(make_filter_node(Json{{"driver", "qcow2"}}));  // not a filter
+    CHECK_FALSE(make_filter_node(Json{{"driver", "preallocate"}, {"prealloc-align", 3}}));  // bad option
+
+    OpenFlags fl;
+    fl.read_only = false;
+    auto g = open_image(ImageSpec{path, "raw", false}, fl);
+    REQUIRE(g);
+    Node* file = primary_child(*g->root);
+    REQUIRE(file);
+    std::shared_ptr<Node> file_sp = g->root->children()[0].node;
+    REQUIRE(g->insert_filter_above(file_sp, *pre));
+    CHECK(primary_child(*g->root) == pre->get());
+    CHECK((*pre)->size() == 1 << 20);
+    // raw grows through the filter, which sets space aside in the file.
+    REQUIRE(g->root->truncate(2 << 20));
+    CHECK(g->root->size() == 2 << 20);
+    CHECK(file->size() > 2 << 20);
+    auto w = pattern(65536, 3);
+    REQUIRE(g->root->write((2 << 20) - 65536, w));
+    REQUIRE(g->root->write_zeroes(0, 4096));
+    std::vector<std::byte> r(65536);
+    REQUIRE(g->root->read((2 << 20) - 65536, r));
+    CHECK(r == w);
+    REQUIRE(g->root->block_status(0, 2 << 20));
+    REQUIRE(g->root->flush());
+    // Removed again, the filter is out of every request; closing it cuts the file back.
+    REQUIRE(g->remove_filter(*pre));
+    CHECK(primary_child(*g->root) == file);
+    pre = Result<std::shared_ptr<Node>>(std::shared_ptr<Node>());
+    CHECK(file->size() == 2 << 20);
+}
+
+TEST_CASE("a recording filter inserted under a qcow2 node's file after open sees every request") {
+    TempDir dir;
+    const std::string path = dir / "img.qcow2";
+    CreateRequest req;
+    req.format = "qcow2";
+    req.filename = path;
+    req.size = 4 << 20;
+    REQUIRE(create_image(req));
+    OpenFlags fl;
+    fl.read_only = false;
+    auto g = open_image(ImageSpec{path, "qcow2", false}, fl);
+    REQUIRE(g);
+    Node& q = *g->root;
+    const Child* fe = q.find_child("file");
+    REQUIRE(fe);
+    std::shared_ptr<Node> file = fe->node;
+    auto rec = std::make_shared<RecordFilter>();
+    REQUIRE(g->insert_filter_above(file, rec));
+    CHECK(primary_child(q) == rec.get());
+    CHECK(filtered_child(*rec) == file.get());
+
+    auto w = pattern(65536, 9);
+    REQUIRE(q.write(1 << 20, w));  // allocates: refcounts, L2, data
+    REQUIRE(q.flush());
+    const size_t writes = rec->count('w');
+    CHECK(writes >= 3);  // data, then L2 and refcount metadata at least
+    bool data_seen = false, meta_seen = false;
+    for (const auto& o : rec->log()) {
+        if (o.kind == 'w' && o.len == 65536) data_seen = true;
+        if (o.kind == 'w' && o.len != 65536) meta_seen = true;
+    }
+    CHECK(data_seen);
+    CHECK(meta_seen);
+    CHECK(rec->count('f') >= 1);
+    std::vector<std::byte> r(65536);
+    REQUIRE(q.read(1 << 20, r));
+    CHECK(r == w);
+    CHECK(rec->count('r') >= 1);  // the data read went through the filter
+    auto bs = q.block_status(1 << 20, 65536);
+    REQUIRE(bs);
+    CHECK(bs->file == rec.get());  // the host node is the edge's node now
+
+    // Nothing goes around the filter: with it refusing, every data request fails.
+    rec->deny = true;
+    CHECK_FALSE(q.read(1 << 20, r));
+    CHECK_FALSE(q.write(2 << 20, w));
+    rec->deny = false;
+
+    // Removed again, the image is whole and the filter sees nothing more.
+    REQUIRE(g->remove_filter(rec));
+    const size_t before = rec->log().size();
+    REQUIRE(q.read(1 << 20, r));
+    CHECK(r == w);
+    CHECK(rec->log().size() == before);
+}
