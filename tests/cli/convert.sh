@@ -494,17 +494,16 @@ if python3 -c 'import os; open("x.probe", "w"); os.setxattr("x.probe", "user.t",
 
     # A directory that refuses new files but holds a writable target: written in place, as
     # qemu-img does, and flagged like -n.
-    if command -v setpriv >/dev/null && [ "$(id -u)" = 0 ]; then
-        chmod 755 "$T"
+    chmod 755 "$T"
+    if nobody_blkimg "in-place convert into a directory uid 65534 cannot write"; then
         mkdir locked
         cp s.raw locked/t.raw
         chown 65534 locked/t.raw
-        as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
-        as_nobody "$BLKIMG" convert r5.raw locked/t.raw || fail "convert into a locked directory"
+        as_nobody "$NOBODY_BLKIMG" convert r5.raw locked/t.raw || fail "convert into a locked directory"
         cmp -s r5.raw locked/t.raw || fail "in-place convert differs"
         expect_eq "xattr after an in-place convert" "" "$(xattrs locked/t.raw)"
         expect_fail 1 "^blkimg: error while reading at byte (0|65536): Input/output error \(bad\.qcow2: .*\); the target 'locked/t.raw' is incomplete \(flagged with the extended attribute user.blkimg.incomplete\)$" \
-            as_nobody "$BLKIMG" convert bad.qcow2 locked/t.raw
+            as_nobody "$NOBODY_BLKIMG" convert bad.qcow2 locked/t.raw
         expect_eq "xattr after a failed in-place convert" "user.blkimg.incomplete" "$(xattrs locked/t.raw)"
         ok "a target in a read-only directory is written in place and flagged"
     fi
