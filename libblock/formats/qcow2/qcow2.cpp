@@ -44,7 +44,12 @@ Status Qcow2Node::init(OpenContext& ctx, const Json& opts, std::shared_ptr<Node>
     external_ = h_.incompatible & kIncompatDataFile;
     BLK_TRY(attach_child("file", file, kRoleMetadata | kRolePrimary | (external_ ? 0u : unsigned{kRoleData})));
     data_ = file_;
-    if (external_) {
+    if (external_ && ctx.flags().no_io) {
+        // Metadata only (info): the data file is not opened, as qemu-img 7.2(.x) does since the
+        // fix for CVE-2024-4467, so that info can vet an untrusted image without touching the
+        // files it names, and shows an image whose data file is missing. Nothing reads data
+        // under no_io; data_ stays on the metadata file only so that it is never null.
+    } else if (external_) {
         std::shared_ptr<Node> df;
         if (opts.contains("data-file")) {
             BLK_TRY_ASSIGN(df, ctx.open_child(*this, opts, "data-file", kRoleData, true));
