@@ -11,7 +11,7 @@ _blkimg() {
         esac
     done
     if [ -z "$cmd" ]; then
-        COMPREPLY=($(compgen -W "compare convert create info map --help --version --list-drivers --list-commands" -- "$cur"))
+        COMPREPLY=($(compgen -W "compare convert create info map --help --version --list-drivers --list-commands --list-formats --list-formats=create" -- "$cur"))
         return
     fi
     if [ "$cmd" = create ]; then
@@ -21,7 +21,11 @@ _blkimg() {
     # compare's -s is --strict, a flag (map's -s takes an offset).
     if [ "$cmd" = compare ] && [ "$prev" = -s ]; then prev=--strict; fi
     case "$prev" in
-        -f|--format|--a-format|--b-format|--source-format|-O|--target-format|-F|--backing-format)
+        -O|--target-format)
+            # Only formats that can create an image.
+            COMPREPLY=($(compgen -W "$(_blkimg_creatable)" -- "$cur"))
+            return ;;
+        -f|--format|--a-format|--b-format|--source-format|-F|--backing-format)
             local drivers
             drivers=$("${COMP_WORDS[0]}" --list-drivers 2>/dev/null) || drivers="file null-co preallocate qcow2 raw"
             COMPREPLY=($(compgen -W "$drivers" -- "$cur"))
@@ -83,11 +87,18 @@ _blkimg_option_keys() {
     COMPREPLY=($(compgen -P "$head" -W "$keys help" -- "$word"))
     compopt -o nospace 2>/dev/null
 }
+# Formats create -f and convert -O accept, as the binary lists them.
+_blkimg_creatable() {
+    "${COMP_WORDS[0]}" --list-formats=create 2>/dev/null || echo "qcow2 raw"
+}
 # create: flags, formats, backing files, and -o KEY= names taken from `blkimg create -o help`.
 _blkimg_create() {
     local cur=$1 prev=$2
     case "$prev" in
-        -f|--format|-F|-B|--backing-format)
+        -f|--format)
+            COMPREPLY=($(compgen -W "$(_blkimg_creatable)" -- "$cur"))
+            return ;;
+        -F|-B|--backing-format)
             local drivers
             drivers=$("${COMP_WORDS[0]}" --list-drivers 2>/dev/null) || drivers="file null-co preallocate qcow2 raw"
             COMPREPLY=($(compgen -W "$drivers" -- "$cur"))

@@ -9,6 +9,11 @@ function __blkimg_no_command
     return 0
 end
 
+# Formats that can create an image (create -f, convert -O).
+function __blkimg_creatable
+    blkimg --list-formats=create 2>/dev/null; or printf '%s\n' qcow2 raw
+end
+
 function __blkimg_drivers
     blkimg --list-drivers 2>/dev/null; or printf '%s\n' file null-co preallocate qcow2 raw
 end
@@ -22,6 +27,7 @@ complete -c blkimg -f -n __blkimg_no_command -l help -d 'show help'
 complete -c blkimg -f -n __blkimg_no_command -l version -d 'show the version'
 complete -c blkimg -f -n __blkimg_no_command -l list-drivers -d 'list drivers'
 complete -c blkimg -f -n __blkimg_no_command -l list-commands -d 'list commands'
+complete -c blkimg -f -n __blkimg_no_command -l list-formats -a create -d 'list format drivers (=create: those that can create)'
 
 for c in info map
     complete -c blkimg -n "__fish_seen_subcommand_from $c" -s f -l format -x -a '(__blkimg_drivers)' -d 'image format'
@@ -60,7 +66,7 @@ complete -c blkimg -n $cv -s l -l snapshot -x -d 'convert a snapshot (not suppor
 complete -c blkimg -n $cv -l bitmaps -d 'copy bitmaps (not supported yet)'
 complete -c blkimg -n $cv -l skip-broken-bitmaps -d 'skip broken bitmaps (not supported yet)'
 complete -c blkimg -n $cv -l salvage -d 'read errors become zeroes'
-complete -c blkimg -n $cv -s O -l target-format -x -a '(__blkimg_drivers)' -d 'format of the target'
+complete -c blkimg -n $cv -s O -l target-format -x -a '(__blkimg_creatable)' -d 'format of the target'
 complete -c blkimg -n $cv -l target-image-opts -d 'target is dotted image options'
 complete -c blkimg -n $cv -s o -l target-format-options -x -a '(__blkimg_create_options -O --target-format)' -d 'create options of the target (-o help lists them)'
 complete -c blkimg -n $cv -s t -l target-cache -x -a $caches -d 'cache mode of the target'
@@ -100,7 +106,7 @@ function __blkimg_create_options
         echo $head$key
     end
 end
-complete -c blkimg -n '__fish_seen_subcommand_from create' -s f -l format -x -a '(__blkimg_drivers)' -d 'format of the new image'
+complete -c blkimg -n '__fish_seen_subcommand_from create' -s f -l format -x -a '(__blkimg_creatable)' -d 'format of the new image'
 complete -c blkimg -n '__fish_seen_subcommand_from create' -s o -l options -x -a '(__blkimg_create_options)' -d 'format options (-o help lists them)'
 complete -c blkimg -n '__fish_seen_subcommand_from create' -s b -l backing -r -F -d 'backing file'
 complete -c blkimg -n '__fish_seen_subcommand_from create' -s F -s B -l backing-format -x -a '(__blkimg_drivers)' -d 'format of the backing file'

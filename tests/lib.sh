@@ -48,3 +48,46 @@ PY
 }
 
 ok() { echo "ok: $*"; }
+
+# nobody_blkimg WHAT: sets NOBODY_BLKIMG to a blkimg that uid 65534 can run, for the cases that
+# drop to that user (as_nobody). The build tree may sit under a directory only its owner can
+# enter (/root), so the binary and the libraries it loads from outside the system's directories
+# are copied to a directory under /tmp. Returns 1 after a SKIP line naming WHAT and the reason
+# when the case cannot run here: not root, no setpriv, or $T out of that user's reach.
+NOBODY_DIR=""
+nobody_blkimg() {
+    if [ "$(id -u)" != 0 ] || ! command -v setpriv >/dev/null; then
+        echo "SKIP: $1 (needs root and setpriv to run as uid 65534)"
+        return 1
+    fi
+    if [ -z "$NOBODY_DIR" ]; then
+        NOBODY_DIR=$(mktemp -d /tmp/blkimg-nobody.XXXXXX)
+        trap 'rm -rf "$T" "$NOBODY_DIR"' EXIT
+        mkdir "$NOBODY_DIR/lib"
+        cp "$BLKIMG" "$NOBODY_DIR/blkimg"
+        local lib
+        for lib in $(ldd "$BLKIMG" | awk '$2 == "=>" && $3 ~ /^\// {print $3}'); do
+            case "$lib" in
+                /lib/*|/lib64/*|/usr/*) ;;
+                *) cp "$lib" "$NOBODY_DIR/lib/$(basename "$lib")" ;;
+            esac
+        done
+        chmod -R a+rX "$NOBODY_DIR"
+        NOBODY_BLKIMG=$NOBODY_DIR/blkimg
+    fi
+    local why
+    if ! why=$(as_nobody "$NOBODY_BLKIMG" --version 2>&1 >/dev/null); then
+        echo "SKIP: $1 (uid 65534 cannot run a copy of blkimg in $NOBODY_DIR: $why)"
+        return 1
+    fi
+    if ! as_nobody test -x "$T"; then
+        echo "SKIP: $1 (uid 65534 cannot enter the test directory $T; set TMPDIR to a directory it can reach)"
+        return 1
+    fi
+}
+# as_nobody CMD...: runs CMD as uid and gid 65534 with no other groups, finding the libraries
+# nobody_blkimg copied.
+as_nobody() {
+    LD_LIBRARY_PATH="$NOBODY_DIR/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+        setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
+}

@@ -2,6 +2,7 @@
 #include "common.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <iostream>
 
@@ -42,6 +43,10 @@ bool check_output(const std::string& output) {
     return false;
 }
 
+bool is_lock_conflict(const blk::Error& e) {
+    return e.code == EAGAIN && e.message.find("is another process using the image [") != std::string::npos;
+}
+
 blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing, bool no_io) {
     const std::string label = "Could not open '" + args.filename + "'";
     if (args.image_opts && !args.format.empty()) {
@@ -68,17 +73,19 @@ blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing
         return blk::Graph{std::move(root)};
     }();
     if (!g) {
+        blk::Error e = std::move(g).error();
         // Avoid "Could not open 'x': Could not open 'x': ..." when the file layer said it already.
-        const std::string& msg = g.error().message;
-        if (msg.rfind(label, 0) == 0) return std::move(g).error();
-        return std::move(g).error().with_context(label);
+        if (e.message.rfind(label, 0) != 0) e = std::move(e).with_context(label);
+        // Every image opened here is read-only, where -U skips the lock check: say so, unless
+        // -U was given (then the conflict is somewhere -U does not reach).
+        if (!args.force_share && is_lock_conflict(e)) e.message += " (-U skips the check)";
+        return e;
     }
     if (raw_flagged_incomplete(g->root.get())) {
         // Raw has no header to refuse it by: reading it without a word would pass a
         // half-copied disk off as a whole one.
-        std::fflush(stdout);
-        std::fprintf(stderr, "blkimg: warning: '%s' is flagged incomplete (user.blkimg.incomplete): an interrupted convert left it partly written\n",
-                     args.filename.c_str());
+        print_warning("'" + args.filename +
+                      "' is flagged incomplete (user.blkimg.incomplete): an interrupted convert left it partly written");
     }
     return g;
 }

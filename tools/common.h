@@ -37,8 +37,12 @@ void add_output_flag(CLI::App& app, std::string& output);
 // False (after qemu-img's message) unless `output` is human or json.
 bool check_output(const std::string& output);
 
+// True if `e` is the file protocol's refusal of an image another process holds (qemu's locks).
+bool is_lock_conflict(const blk::Error& e);
+
 // Opens the image described by `args` read-only (with backing files unless told not to).
-// Errors carry qemu-img's "Could not open 'NAME': " context.
+// Errors carry qemu-img's "Could not open 'NAME': " context, and a lock conflict the hint that
+// -U skips the check (unless -U was given).
 // `no_io`: metadata only, as qemu-img info opens (an encrypted image needs no key).
 blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing = true, bool no_io = false);
 

@@ -39,9 +39,12 @@ void usage(FILE* out) {
     const char* prog = blkimg::prog_name().c_str();
     std::fprintf(out,
                  "%s: an offline disk-image toolkit, command-line compatible with qemu-img\n\n"
-                 "usage: %s [--help|--version|--list-drivers|--list-commands] COMMAND [options]\n\n"
+                 "usage: %s COMMAND [options]\n"
+                 "       %s --help | --version | --list-commands | --list-drivers | --list-formats[=create]\n\n"
+                 "  --list-formats           format drivers (=create: those that can create an image)\n"
+                 "  --list-drivers           every driver: formats, protocols and filters\n\n"
                  "commands:\n",
-                 prog, prog);
+                 prog, prog, prog);
     for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
     std::fprintf(out, "\nRun '%s COMMAND --help' for a command's options; 'man blkimg' for image specs.\n", prog);
 }
@@ -65,7 +68,8 @@ int list_formats(const std::string& what) {
         return blkimg::usage_error("--list-formats takes no value or 'create', not '" + what + "'");
     }
     for (const blk::DriverSpec* d : blk::Registry::builtin().all()) {
-        if (d->kind != blk::DriverKind::Format && what.empty()) continue;
+        // Protocols (file) can create too, but a format is what create -f and convert -O ask for.
+        if (d->kind != blk::DriverKind::Format) continue;
         if (what == "create" && !d->create) continue;
         std::printf("%s\n", d->name.c_str());
     }

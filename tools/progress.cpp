@@ -43,10 +43,11 @@ std::string format_duration(double seconds) {
     return buf;
 }
 
+// In MiB/s, the unit of -r (whose M means MiB): `-r 60M` reads about 60 MiB/s.
 std::string format_rate(double bytes_per_second) {
     char buf[32];
-    if (bytes_per_second <= 0) return "-- MB/s";
-    std::snprintf(buf, sizeof buf, "%.1f MB/s", bytes_per_second / 1e6);
+    if (!(bytes_per_second > 0)) return "-- MiB/s";
+    std::snprintf(buf, sizeof buf, "%.1f MiB/s", bytes_per_second / (1 << 20));
     return buf;
 }
 
@@ -76,8 +77,15 @@ void Progress::draw_terminal(bool final) {
             rate_done_ = done_;
             rate_time_ = now;
         }
-        const double eta = rate_ > 0 && total_ >= done_ ? static_cast<double>(total_ - done_) / rate_ : -1;
-        tail = format_rate(rate_) + "  ETA " + format_duration(eta);
+        // Before the first sample, the average so far: a rate from the first refresh on, not
+        // "--" for half a second.
+        double shown = rate_;
+        if (shown <= 0 && done_ > 0) {
+            const double secs = std::chrono::duration<double>(now - start_).count();
+            if (secs > 0) shown = static_cast<double>(done_) / secs;
+        }
+        const double eta = shown > 0 && total_ >= done_ ? static_cast<double>(total_ - done_) / shown : -1;
+        tail = format_rate(shown) + "  ETA " + format_duration(eta);
     }
     // \r returns to the start of the line, \033[K clears what a longer earlier line left.
     std::printf("\r    (%6.2f/100%%)  %s\033[K", pct, tail.c_str());

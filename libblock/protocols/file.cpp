@@ -69,6 +69,8 @@ bool byte_locked_by_other(int fd, off_t byte) {
     return fl.l_type != F_UNLCK;
 }
 
+// A conflict is EAGAIN with "is another process using the image [PATH]?": the tools recognise
+// it and add their own hint where their flags can skip the check (-U on a read-only open).
 Status take_qemu_locks(int fd, const std::string& path, bool writable) {
     std::vector<unsigned> perms = {kPermConsistentRead};
     if (writable) {
@@ -81,13 +83,13 @@ Status take_qemu_locks(int fd, const std::string& path, bool writable) {
     for (unsigned p : perms) {
         if (byte_locked_by_other(fd, kLockSharedBase + p)) {
             return make_error(EAGAIN, std::string("Failed to get \"") + kPermNames[p] +
-                                          "\" lock: is another process using the image [" + path + "]? (-U skips the check)");
+                                          "\" lock: is another process using the image [" + path + "]?");
         }
     }
     for (unsigned p : unshared) {
         if (byte_locked_by_other(fd, kLockPermBase + p)) {
             return make_error(EAGAIN, std::string("Failed to get shared \"") + kPermNames[p] +
-                                          "\" lock: is another process using the image [" + path + "]? (-U skips the check)");
+                                          "\" lock: is another process using the image [" + path + "]?");
         }
     }
     return {};
@@ -533,10 +535,7 @@ Status create_file(const CreateRequest& req, const Registry&) {
     auto locked = take_qemu_locks(f.get(), path, true);
     if (!locked) {
         if (made) ::unlink(path.c_str());
-        Error e = std::move(locked).error();
-        // -U does not apply to creating an image.
-        if (auto hint = e.message.find(" (-U skips the check)"); hint != std::string::npos) e.message.erase(hint);
-        return e;
+        return std::move(locked).error();
     }
     auto fill = [&]() -> Status {
         if (nocow.value_or(false)) {

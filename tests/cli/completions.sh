@@ -38,6 +38,15 @@ expect_eq "bash: compare" "compare" "$(bash_complete blkimg comp)"
 expect_eq "bash: compare flags" "--max-diffs" "$(bash_complete blkimg compare --max)"
 expect_eq "bash: compare -s is a flag" "--strict" "$(bash_complete blkimg compare -s --str)"
 expect_eq "bash: compare formats" "qcow2" "$(bash_complete blkimg compare -F qc)"
+# create -f and convert -O offer only formats that can create an image.
+expect_eq "bash: create formats" "$("$BLKIMG" --list-formats=create)" "$(bash_complete blkimg create -f '')"
+expect_eq "bash: convert target formats" "$("$BLKIMG" --list-formats=create)" "$(bash_complete blkimg convert -O '')"
+for w in "create -f" "create --format" "convert -O" "convert --target-format"; do
+    for d in null-co preallocate file; do
+        if bash_complete blkimg $w '' | grep -qx $d; then fail "bash offers $d for $w"; fi
+    done
+done
+expect_eq "bash: --list-formats" "$(printf "%s\n" --list-formats --list-formats=create)" "$(bash_complete blkimg --list-f)"
 ok "bash completion"
 
 # Every flag in --help appears in every completion file.
@@ -53,6 +62,12 @@ ok "every --help flag is completed"
 
 if command -v zsh >/dev/null; then
     zsh -n "$SRCDIR/completions/_blkimg" || fail "zsh completion does not parse"
+    # Which function completes the format values of create -f and convert -O.
+    for w in "'(-f --format)'{-f,--format=}" "'(-O --target-format)'{-O,--target-format}"; do
+        grep -F -- "$w" "$SRCDIR/completions/_blkimg" | grep -q ":_blkimg_creatable'" ||
+            fail "zsh completes $w with something else than _blkimg_creatable"
+    done
+    grep -q -- "--list-formats=create" "$SRCDIR/completions/_blkimg" || fail "zsh: _blkimg_creatable does not ask --list-formats=create"
     ok "zsh completion parses"
 fi
 if command -v fish >/dev/null; then
@@ -71,6 +86,10 @@ if command -v fish >/dev/null; then
     echo "$out" | grep -q "^cluster_size=" || fail "fish does not complete the first create -o key: $out"
     out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg convert -O qcow2 -o compr'")
     echo "$out" | grep -q "^compression_type=" || fail "fish does not complete convert -o keys: $out"
+    for w in "create -f " "convert -O "; do
+        out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg $w'" | cut -f1)
+        expect_eq "fish: formats for $w" "$("$BLKIMG" --list-formats=create)" "$(echo "$out" | sort)"
+    done
     ok "fish completion"
 fi
 

@@ -226,9 +226,36 @@ os.close(slave)
 os.close(master)
 text = out.decode()
 assert child.returncode == 0, text
-assert re.search(r"\r    \( *\d+\.\d\d/100%\)  [0-9.]+ MB/s  ETA \d+:\d\d:\d\d\x1b\[K", text), repr(text)
-assert re.search(r"\r    \(100\.00/100%\)  [0-9.]+ MB/s  \d+:\d\d:\d\d elapsed\x1b\[K\r\n$", text), repr(text)
+assert re.search(r"\r    \( *\d+\.\d\d/100%\)  [0-9.]+ MiB/s  ETA \d+:\d\d:\d\d\x1b\[K", text), repr(text)
+final = re.search(r"\r    \(100\.00/100%\)  ([0-9.]+) MiB/s  \d+:\d\d:\d\d elapsed\x1b\[K\r\n$", text)
+assert final, repr(text)
 assert text.count("\n") == 1, repr(text)
+# The rate is in MiB/s, the unit of -r: -r 16M reads about 16 (20 MiB, the first slice at once).
+assert 12 <= float(final.group(1)) <= 19, repr(text)
+# A rate from the first refresh with data on: no "--" once something was copied.
+for pct, rate in re.findall(r"\(\s*(\d+\.\d\d)/100%\)  (\S+) MiB/s", text):
+    assert float(pct) == 0 or rate != "--", repr(text)
+PY
+# A copy that ends well within a second still ends with its rate.
+python3 - "$BLKIMG" <<'PY' || fail "terminal progress of a short copy"
+import os, re, select, subprocess, sys
+master, slave = os.openpty()
+child = subprocess.Popen([sys.argv[1], "convert", "-p", "s.raw", "tty2.raw"],
+                         stdin=slave, stdout=slave, stderr=slave, close_fds=True, start_new_session=True)
+out, exited = b"", False
+while True:
+    ready, _, _ = select.select([master], [], [], 0.2)
+    if ready:
+        out += os.read(master, 65536)
+    elif exited:
+        break
+    else:
+        exited = child.poll() is not None
+os.close(slave)
+os.close(master)
+text = out.decode()
+assert child.returncode == 0, text
+assert re.search(r"\(100\.00/100%\)  [0-9.]+ MiB/s  0:00:0\d elapsed", text), repr(text)
 PY
 cmp -s big.raw tty.raw || fail "terminal-progress convert differs"
 ok "terminal progress line"
@@ -494,17 +521,16 @@ if python3 -c 'import os; open("x.probe", "w"); os.setxattr("x.probe", "user.t",
 
     # A directory that refuses new files but holds a writable target: written in place, as
     # qemu-img does, and flagged like -n.
-    if command -v setpriv >/dev/null && [ "$(id -u)" = 0 ]; then
-        chmod 755 "$T"
+    chmod 755 "$T"
+    if nobody_blkimg "in-place convert into a directory uid 65534 cannot write"; then
         mkdir locked
         cp s.raw locked/t.raw
         chown 65534 locked/t.raw
-        as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
-        as_nobody "$BLKIMG" convert r5.raw locked/t.raw || fail "convert into a locked directory"
+        as_nobody "$NOBODY_BLKIMG" convert r5.raw locked/t.raw || fail "convert into a locked directory"
         cmp -s r5.raw locked/t.raw || fail "in-place convert differs"
         expect_eq "xattr after an in-place convert" "" "$(xattrs locked/t.raw)"
         expect_fail 1 "^blkimg: error while reading at byte (0|65536): Input/output error \(bad\.qcow2: .*\); the target 'locked/t.raw' is incomplete \(flagged with the extended attribute user.blkimg.incomplete\)$" \
-            as_nobody "$BLKIMG" convert bad.qcow2 locked/t.raw
+            as_nobody "$NOBODY_BLKIMG" convert bad.qcow2 locked/t.raw
         expect_eq "xattr after a failed in-place convert" "user.blkimg.incomplete" "$(xattrs locked/t.raw)"
         ok "a target in a read-only directory is written in place and flagged"
     fi

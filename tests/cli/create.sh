@@ -243,14 +243,18 @@ mkdir -p nodir-parent
 expect_fail 1 "^blkimg: nodir/x.qcow2: Could not create 'nodir/x.qcow2': No such file or directory$" \
     "$BLKIMG" create -q -f qcow2 nodir/x.qcow2 1M
 expect_fail 1 "Could not create 'nodir-parent': Is a directory" "$BLKIMG" create -q -f raw nodir-parent 1M
-if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
-    mkdir locked && chmod 755 locked
-    expect_fail 1 "Could not create 'locked/x.qcow2': Permission denied" \
-        setpriv --reuid=65534 --regid=65534 --clear-groups "$BLKIMG" create -q -f qcow2 locked/x.qcow2 1M
-    expect_fail 1 "Could not create 'd.raw': Permission denied" \
-        sh -c "cd locked && exec setpriv --reuid=65534 --regid=65534 --clear-groups '$BLKIMG' create -q -f qcow2 -o data_file=d.raw /tmp/blkimg-create-$$.qcow2 1M"
-    [ ! -e /tmp/blkimg-create-$$.qcow2 ] || { rm -f /tmp/blkimg-create-$$.qcow2; fail "a failed data file left the image"; }
-elif [ "$(id -u)" != 0 ]; then
+chmod 755 "$T"  # uid 65534 must reach locked/ for its refusal to be the one tested
+if [ "$(id -u)" = 0 ]; then
+    if nobody_blkimg "create in a directory uid 65534 cannot write"; then
+        mkdir locked && chmod 755 locked
+        in_locked() { (cd locked && "$@"); }
+        expect_fail 1 "Could not create 'locked/x.qcow2': Permission denied" \
+            as_nobody "$NOBODY_BLKIMG" create -q -f qcow2 locked/x.qcow2 1M
+        expect_fail 1 "Could not create 'd.raw': Permission denied" \
+            in_locked as_nobody "$NOBODY_BLKIMG" create -q -f qcow2 -o data_file=d.raw /tmp/blkimg-create-$$.qcow2 1M
+        [ ! -e /tmp/blkimg-create-$$.qcow2 ] || { rm -f /tmp/blkimg-create-$$.qcow2; fail "a failed data file left the image"; }
+    fi
+else
     mkdir locked && chmod 555 locked
     expect_fail 1 "Could not create 'locked/x.qcow2': Permission denied" "$BLKIMG" create -q -f qcow2 locked/x.qcow2 1M
 fi

@@ -18,6 +18,17 @@ for spec in 'driver=raw,force-share=on,file.filename=img.raw' 'driver=raw,file.f
 done
 spec='json:{"driver": "raw", "force-share": true, "file": {"driver": "file", "filename": "img.raw"}}'
 "$BLKIMG" info "$spec" >/dev/null || fail "force-share in json: did not skip the lock check"
+# The "-U skips the check" hint where -U helps (a read-only open without it), and nowhere else:
+# not when -U was given, not on targets, which -U does not reach.
+expect_fail 1 "^blkimg: Could not open 'img\.raw': Failed to get shared \"write\" lock: is another process using the image \[img\.raw\]\? \(-U skips the check\)$" \
+    "$BLKIMG" info img.raw
+expect_fail 1 "\(-U skips the check\)$" "$BLKIMG" map img.raw
+expect_fail 1 "\(-U skips the check\)$" "$BLKIMG" convert img.raw o.raw
+qemu-img create -q -f raw src.raw 1M
+for args in "convert -n src.raw img.raw" "convert -U -n src.raw img.raw" "convert -O qcow2 src.raw img.raw" \
+    "create -f qcow2 img.raw 1M" "create -f raw img.raw 1M"; do
+    expect_fail 1 "Failed to get .*lock: is another process using the image \[img\.raw\]\?$" "$BLKIMG" $args
+done
 kill "$holder"; wait "$holder" 2>/dev/null || true
 ok "writer blocks us, -U and locking=off do not"
 

@@ -56,3 +56,28 @@ cmp -s keep.raw keep.orig || fail "a failed convert changed the existing data fi
 qemu-img compare -q src.raw dd/y.qcow2 || fail "convert over an existing data file"
 expect_eq "existing data file size after convert (as qemu-img)" 8388608 "$(stat -c %s keep.raw)"
 ok "existing data_file untouched by a failed convert"
+
+# info opens no data file (qemu-img 7.2 as installed, with the fix for CVE-2024-4467: info must
+# not touch the files an untrusted image names): a missing one does not stop it, and the
+# output is qemu-img's. Anything that reads data still fails with qemu's message.
+mkdir gone
+(cd gone && qemu-img create -q -f qcow2 -o data_file=m.raw m.qcow2 1M && rm m.raw)
+for out in human json; do
+    rq=0; (cd gone && qemu-img info --output=$out m.qcow2 >../info.q 2>../info.qerr) || rq=$?
+    rb=0; (cd gone && "$BLKIMG" info --output=$out m.qcow2 >../info.b 2>../info.berr) || rb=$?
+    expect_eq "info --output=$out with a missing data file: exit code (qemu-img's)" "$rq" "$rb"
+    expect_eq "info --output=$out with a missing data file: stderr" "" "$(cat info.berr)"
+    if [ $out = json ]; then
+        json_eq "info --output=json with a missing data file" "$(cat info.q)" "$(python3 "$SRCDIR/tests/interop/strip_children.py" <info.b)"
+    else
+        expect_eq "info with a missing data file" "$(cat info.q)" "$(sed '/^Child node/,$d' info.b)"
+        grep -q '^    data file: m.raw$' info.b || fail "info lacks the data file name: $(cat info.b)"
+    fi
+done
+for cmd in "map m.qcow2" "convert -O raw m.qcow2 o.raw"; do
+    rq=0; (cd gone && qemu-img $cmd 2>../q.err) || rq=$?
+    rb=0; (cd gone && "$BLKIMG" $cmd 2>../b.err) || rb=$?
+    expect_eq "$cmd with a missing data file: exit code" "$rq" "$rb"
+    expect_eq "$cmd with a missing data file: stderr" "$(sed 's/^qemu-img:/blkimg:/' q.err)" "$(cat b.err)"
+done
+ok "a missing data file: info as qemu-img, reads refused"

@@ -50,14 +50,28 @@ private:
     std::vector<std::byte> data_;
 };
 
+// The qcow2 node's place in the graph: a parent whose "file" edge the refcounts follow.
+class Parent : public Node {
+public:
+    Parent() : Node("qcow2", Json::object()) { bind_edge("file", file); }
+    EdgeSlot file;
+
+protected:
+    Status do_read(uint64_t, std::span<std::byte>) override { return make_error(ENOTSUP, "parent"); }
+};
+
 // A fresh image's refcount structures: header in cluster 0, the refcount table in cluster
 // 1, the first refcount block in cluster 2, each with refcount 1.
 struct Image {
     Header h;
-    GrowNode file;
+    std::shared_ptr<GrowNode> grow;
+    GrowNode& file;
+    std::shared_ptr<Parent> parent = std::make_shared<Parent>();
     MetadataMap meta;
 
-    Image(uint32_t cluster_bits, uint32_t order) : file(3ull << cluster_bits) {
+    Image(uint32_t cluster_bits, uint32_t order)
+        : grow(std::make_shared<GrowNode>(3ull << cluster_bits)), file(*grow) {
+        REQUIRE(parent->attach_child("file", grow, kRoleData | kRoleMetadata | kRolePrimary));
         h.version = 3;
         h.cluster_bits = cluster_bits;
         h.refcount_order = order;
@@ -75,7 +89,7 @@ struct Image {
         m.add(0, h.cluster_size());
         m.add(h.refcount_table_offset, uint64_t{h.refcount_table_clusters} * h.cluster_size());
         meta = m;
-        auto r = std::make_unique<Refcounts>(h, &file, "mem.qcow2", meta);
+        auto r = std::make_unique<Refcounts>(h, parent->file, "mem.qcow2", meta);
         REQUIRE(r->load());
         return r;
     }
