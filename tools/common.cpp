@@ -50,6 +50,7 @@ blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing
     blk::ImageSpec spec{args.filename, args.format, args.image_opts};
     auto g = [&]() -> blk::Result<blk::Graph> {
         BLK_TRY_ASSIGN(blk::Json opts, blk::image_spec_options(spec));
+        if (!args.image_opts && blk::is_json_filename(args.filename)) strip_graph_facts(opts);
         // Children and backing files inherit it; options the image names itself win.
         if (args.cache_direct && opts.is_object()) {
             if (!opts.contains("cache")) opts["cache"] = blk::Json::object();
@@ -74,6 +75,22 @@ blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing
                      args.filename.c_str());
     }
     return g;
+}
+
+void strip_graph_facts(blk::Json& opts) {
+    if (opts.is_array()) {
+        for (blk::Json& e : opts) strip_graph_facts(e);
+        return;
+    }
+    if (!opts.is_object()) return;
+    for (auto it = opts.begin(); it != opts.end();) {
+        if (!it.key().empty() && it.key()[0] == '@') {
+            it = opts.erase(it);
+        } else {
+            strip_graph_facts(it.value());
+            ++it;
+        }
+    }
 }
 
 bool raw_flagged_incomplete(blk::Node* root) {
