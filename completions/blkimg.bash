@@ -11,7 +11,7 @@ _blkimg() {
         esac
     done
     if [ -z "$cmd" ]; then
-        COMPREPLY=($(compgen -W "convert create info map --help --version --list-drivers --list-commands" -- "$cur"))
+        COMPREPLY=($(compgen -W "convert create graph info map --help --version --list-drivers --list-commands" -- "$cur"))
         return
     fi
     if [ "$cmd" = create ]; then
@@ -25,6 +25,7 @@ _blkimg() {
             COMPREPLY=($(compgen -W "$drivers" -- "$cur"))
             return ;;
         --output)
+            if [ "$cmd" = graph ]; then COMPREPLY=($(compgen -W "human json dot" -- "$cur")); return; fi
             COMPREPLY=($(compgen -W "human json" -- "$cur"))
             return ;;
         -t|--target-cache|-T|--source-cache)
@@ -41,12 +42,17 @@ _blkimg() {
             return ;;
     esac
     if [[ "$cur" == --output=* ]]; then
+        if [ "$cmd" = graph ]; then
+            COMPREPLY=($(compgen -W "--output=human --output=json --output=dot" -- "$cur"))
+            return
+        fi
         COMPREPLY=($(compgen -W "--output=human --output=json" -- "$cur"))
         return
     fi
     local common="-f --format --image-opts --object --output -U --force-share -h --help"
     local opts
     case "$cmd" in
+        graph) opts="$common" ;;
         info) opts="$common --backing-chain" ;;
         map) opts="$common -s --start-offset -l --max-length" ;;
         convert) opts="-f --source-format --image-opts -T --source-cache -l --snapshot --bitmaps --skip-broken-bitmaps

@@ -34,10 +34,16 @@ expect_eq "bash: backing formats" "qcow2" "$(bash_complete blkimg create -b base
 expect_eq "bash: convert -o keys of the -O format" "compression_type=" "$(bash_complete blkimg convert -O qcow2 -o compr)"
 expect_eq "bash: convert -o keys after a comma" "cluster_size=1M,lazy_refcounts=" "$(bash_complete blkimg convert --target-format=qcow2 -o cluster_size=1M,lazy)"
 [ -z "$(bash_complete blkimg convert -O raw -o compr)" ] || fail "bash offers qcow2 keys for convert -O raw -o"
+expect_eq "bash: graph command" "graph" "$(bash_complete blkimg gr)"
+expect_eq "bash: graph output values" "dot" "$(bash_complete blkimg graph --output d)"
+expect_eq "bash: graph --output= values" "--output=dot" "$(bash_complete blkimg graph --output=d)"
+[ -z "$(bash_complete blkimg info --output d)" ] || fail "bash offers dot for info --output"
+expect_eq "bash: graph flags" "--force-share" "$(bash_complete blkimg graph --forc)"
+[ -z "$(bash_complete blkimg graph --back)" ] || fail "bash offers info flags for graph"
 ok "bash completion"
 
 # Every flag in --help appears in every completion file.
-for c in convert create info map; do
+for c in convert create graph info map; do
     for flag in $("$BLKIMG" $c --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
         for f in blkimg.bash _blkimg blkimg.fish; do
             name=${flag#--}
@@ -67,6 +73,12 @@ if command -v fish >/dev/null; then
     echo "$out" | grep -q "^cluster_size=" || fail "fish does not complete the first create -o key: $out"
     out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg convert -O qcow2 -o compr'")
     echo "$out" | grep -q "^compression_type=" || fail "fish does not complete convert -o keys: $out"
+    out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg gr'")
+    echo "$out" | grep -q "^graph" || fail "fish does not complete graph: $out"
+    out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg graph --output '")
+    echo "$out" | grep -q "^dot" || fail "fish does not complete graph --output dot: $out"
+    out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg info --output '")
+    if echo "$out" | grep -q "^dot"; then fail "fish offers dot for info --output: $out"; fi
     ok "fish completion"
 fi
 
@@ -74,7 +86,7 @@ fi
 if command -v groff >/dev/null; then
     warnings=$(groff -man -Tutf8 -ww "$SRCDIR/man/blkimg.1" 2>&1 >/dev/null)
     [ -z "$warnings" ] || fail "man page warnings: $warnings"
-    for c in convert create info map; do
+    for c in convert create graph info map; do
         for flag in $("$BLKIMG" $c --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
             grep -q -- "$(echo "${flag#--}" | sed 's/-/\\\\-/g')" "$SRCDIR/man/blkimg.1" || fail "man page lacks $flag"
         done
