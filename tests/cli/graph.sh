@@ -209,6 +209,15 @@ if command -v dot >/dev/null; then
 else
     echo "skip: graphviz (dot) not installed; dot output checked structurally only"
 fi
+# Quotes and backslashes in a filename are escaped (DOT and JSON alike).
+odd='q"u\o.img'
+truncate -s 1M "$odd"
+"$BLKIMG" graph --output=dot "$odd" | grep -qF '[label="#block001\nfile\n1 MiB\nq\"u\\o.img"];' ||
+    fail "dot does not escape a filename: $("$BLKIMG" graph --output=dot "$odd")"
+if command -v dot >/dev/null; then
+    "$BLKIMG" graph --output=dot "$odd" | dot -Tsvg | grep -qF 'q&quot;u\o.img' || fail "dot renders an odd filename wrongly"
+fi
+round_trip "odd filename" "$odd"
 ok "dot output"
 
 # --- bad input: one line, exit 1 ---
