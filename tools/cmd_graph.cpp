@@ -72,7 +72,7 @@ const blk::Json* child_slot(const blk::Json& opts, const std::string& name) {
 }
 
 // A secret's id names the key without being it, but ids are often the passphrase's own name
-// ("sec-prod-root"): the brief for this view is that nothing about secrets is shown.
+// ("sec-prod-root"), so this view shows nothing about secrets.
 bool secret_key(const std::string& key) {
     for (const char* s : {"key-secret", "password-secret"}) {
         const std::string k = s;
