@@ -11,7 +11,7 @@ _blkimg() {
         esac
     done
     if [ -z "$cmd" ]; then
-        COMPREPLY=($(compgen -W "compare convert create info map --help --version --list-drivers --list-commands --list-formats --list-formats=create" -- "$cur"))
+        COMPREPLY=($(compgen -W "compare convert create graph info map --help --version --list-drivers --list-commands --list-formats --list-formats=create" -- "$cur"))
         return
     fi
     if [ "$cmd" = create ]; then
@@ -31,6 +31,7 @@ _blkimg() {
             COMPREPLY=($(compgen -W "$drivers" -- "$cur"))
             return ;;
         --output)
+            if [ "$cmd" = graph ]; then COMPREPLY=($(compgen -W "human json dot" -- "$cur")); return; fi
             COMPREPLY=($(compgen -W "human json" -- "$cur"))
             return ;;
         -t|--target-cache|-T|--source-cache|--cache)
@@ -47,12 +48,17 @@ _blkimg() {
             return ;;
     esac
     if [[ "$cur" == --output=* ]]; then
+        if [ "$cmd" = graph ]; then
+            COMPREPLY=($(compgen -W "--output=human --output=json --output=dot" -- "$cur"))
+            return
+        fi
         COMPREPLY=($(compgen -W "--output=human --output=json" -- "$cur"))
         return
     fi
     local common="-f --format --image-opts --object --output -U --force-share -h --help"
     local opts
     case "$cmd" in
+        graph) opts="$common" ;;
         info) opts="$common --backing-chain" ;;
         map) opts="$common -s --start-offset -l --max-length" ;;
         compare) opts="-f --a-format -F --b-format --image-opts --object -T --cache -s --strict -U --force-share

@@ -21,6 +21,7 @@ end
 complete -c blkimg -f -n __blkimg_no_command -a compare -d 'check whether two images have the same content'
 complete -c blkimg -f -n __blkimg_no_command -a convert -d 'copy images into a new or existing image'
 complete -c blkimg -f -n __blkimg_no_command -a create -d 'create a new disk image'
+complete -c blkimg -f -n __blkimg_no_command -a graph -d 'show the nodes and edges an image spec opens'
 complete -c blkimg -f -n __blkimg_no_command -a info -d 'show facts about an image'
 complete -c blkimg -f -n __blkimg_no_command -a map -d 'show where each range of the data lives'
 complete -c blkimg -f -n __blkimg_no_command -l help -d 'show help'
@@ -29,14 +30,15 @@ complete -c blkimg -f -n __blkimg_no_command -l list-drivers -d 'list drivers'
 complete -c blkimg -f -n __blkimg_no_command -l list-commands -d 'list commands'
 complete -c blkimg -f -n __blkimg_no_command -l list-formats -a create -d 'list format drivers (=create: those that can create)'
 
-for c in info map
+for c in graph info map
     complete -c blkimg -n "__fish_seen_subcommand_from $c" -s f -l format -x -a '(__blkimg_drivers)' -d 'image format'
     complete -c blkimg -n "__fish_seen_subcommand_from $c" -l image-opts -d 'filename is dotted image options'
     complete -c blkimg -n "__fish_seen_subcommand_from $c" -l object -x -d 'define an object'
-    complete -c blkimg -n "__fish_seen_subcommand_from $c" -l output -x -a 'human json' -d 'output format'
     complete -c blkimg -n "__fish_seen_subcommand_from $c" -s U -l force-share -d 'open shared, even if in use'
     complete -c blkimg -n "__fish_seen_subcommand_from $c" -s h -l help -d 'show help'
 end
+complete -c blkimg -n '__fish_seen_subcommand_from info map' -l output -x -a 'human json' -d 'output format'
+complete -c blkimg -n '__fish_seen_subcommand_from graph' -l output -x -a 'human json dot' -d 'output format'
 complete -c blkimg -n '__fish_seen_subcommand_from info' -l backing-chain -d 'show every image of the backing chain'
 complete -c blkimg -n '__fish_seen_subcommand_from map' -s s -l start-offset -x -d 'start at this offset'
 complete -c blkimg -n '__fish_seen_subcommand_from map' -s l -l max-length -x -d 'map at most this many bytes'

@@ -123,7 +123,7 @@ int cmd_info(int argc, char** argv) {
     ImageArgs cur = args;
     for (;;) {
         // Each layer is opened without its backing file, so a missing backing still shows.
-        auto g = open_image_args(cur, false, true);
+        auto g = open_image_args(cur, false, true, true);
         if (!g) {
             print_error(g.error().message);
             return 1;

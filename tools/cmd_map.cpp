@@ -10,9 +10,6 @@ namespace blkimg {
 
 namespace {
 
-const char* kSizeHint =
-    " You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.";
-
 // printf into `out`: the whole map is kept until it is complete, so an error part way never
 // leaves a partial (or an empty "[]") map on stdout for a script that ignores the exit code.
 template <class... A>

@@ -47,7 +47,7 @@ bool is_lock_conflict(const blk::Error& e) {
     return e.code == EAGAIN && e.message.find("is another process using the image [") != std::string::npos;
 }
 
-blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing, bool no_io) {
+blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing, bool no_io, bool skip_data_file) {
     const std::string label = "Could not open '" + args.filename + "'";
     if (args.image_opts && !args.format.empty()) {
         return blk::make_error(EINVAL, "--image-opts and --format are mutually exclusive");
@@ -59,9 +59,11 @@ blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing
     flags.force_share = args.force_share;
     flags.open_backing = open_backing;
     flags.no_io = no_io;
+    flags.skip_data_file = skip_data_file;
     blk::ImageSpec spec{args.filename, args.format, args.image_opts};
     auto g = [&]() -> blk::Result<blk::Graph> {
         BLK_TRY_ASSIGN(blk::Json opts, blk::image_spec_options(spec));
+        if (!args.image_opts && blk::is_json_filename(args.filename)) strip_graph_facts(opts);
         // Children and backing files inherit it; options the image names itself win.
         if (args.cache_direct && opts.is_object()) {
             if (!opts.contains("cache")) opts["cache"] = blk::Json::object();
@@ -88,6 +90,22 @@ blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing
                       "' is flagged incomplete (user.blkimg.incomplete): an interrupted convert left it partly written");
     }
     return g;
+}
+
+void strip_graph_facts(blk::Json& opts) {
+    if (opts.is_array()) {
+        for (blk::Json& e : opts) strip_graph_facts(e);
+        return;
+    }
+    if (!opts.is_object()) return;
+    for (auto it = opts.begin(); it != opts.end();) {
+        if (!it.key().empty() && it.key()[0] == '@') {
+            it = opts.erase(it);
+        } else {
+            strip_graph_facts(it.value());
+            ++it;
+        }
+    }
 }
 
 bool raw_flagged_incomplete(blk::Node* root) {

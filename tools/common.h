@@ -43,8 +43,15 @@ bool is_lock_conflict(const blk::Error& e);
 // Opens the image described by `args` read-only (with backing files unless told not to).
 // Errors carry qemu-img's "Could not open 'NAME': " context, and a lock conflict the hint that
 // -U skips the check (unless -U was given).
-// `no_io`: metadata only, as qemu-img info opens (an encrypted image needs no key).
-blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing = true, bool no_io = false);
+// no_io: metadata only (info, graph; an encrypted image needs no key); skip_data_file: with no_io, leave the data file an
+// image names unopened (info, as qemu-img 7.2.x).
+blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing = true, bool no_io = false,
+                                        bool skip_data_file = false);
+
+// Removes every key starting with '@' from a json: options tree, at any depth: the facts
+// `blkimg graph --output=json` prints beside the options (node names, sizes, edges, children
+// the image names itself), so its output opens again as the graph it describes.
+void strip_graph_facts(blk::Json& opts);
 
 // The name messages start with: the last component of argv[0], as qemu-img and coreutils do,
 // so that blkimg installed or linked as qemu-img prints "qemu-img: ..." like the original.

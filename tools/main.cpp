@@ -11,6 +11,7 @@ namespace blkimg {
 int cmd_compare(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
 int cmd_create(int argc, char** argv);
+int cmd_graph(int argc, char** argv);
 int cmd_info(int argc, char** argv);
 int cmd_map(int argc, char** argv);
 }  // namespace blkimg
@@ -27,6 +28,7 @@ constexpr Command kCommands[] = {
     {"compare", blkimg::cmd_compare, "check whether two images have the same content"},
     {"convert", blkimg::cmd_convert, "copy images into a new or existing image, converting the format"},
     {"create", blkimg::cmd_create, "create a new disk image (raw, qcow2), optionally over a backing file"},
+    {"graph", blkimg::cmd_graph, "show the nodes and edges an image spec opens (human, json: that reopens it, dot)"},
     {"info", blkimg::cmd_info, "show facts about an image (format, sizes, backing chain)"},
     {"map", blkimg::cmd_map, "show where each range of an image's data lives"},
 };

@@ -47,10 +47,16 @@ for w in "create -f" "create --format" "convert -O" "convert --target-format"; d
     done
 done
 expect_eq "bash: --list-formats" "$(printf "%s\n" --list-formats --list-formats=create)" "$(bash_complete blkimg --list-f)"
+expect_eq "bash: graph command" "graph" "$(bash_complete blkimg gr)"
+expect_eq "bash: graph output values" "dot" "$(bash_complete blkimg graph --output d)"
+expect_eq "bash: graph --output= values" "--output=dot" "$(bash_complete blkimg graph --output=d)"
+[ -z "$(bash_complete blkimg info --output d)" ] || fail "bash offers dot for info --output"
+expect_eq "bash: graph flags" "--force-share" "$(bash_complete blkimg graph --forc)"
+[ -z "$(bash_complete blkimg graph --back)" ] || fail "bash offers info flags for graph"
 ok "bash completion"
 
 # Every flag in --help appears in every completion file.
-for c in compare convert create info map; do
+for c in compare convert create graph info map; do
     for flag in $("$BLKIMG" $c --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
         for f in blkimg.bash _blkimg blkimg.fish; do
             name=${flag#--}
@@ -90,6 +96,12 @@ if command -v fish >/dev/null; then
         out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg $w'" | cut -f1)
         expect_eq "fish: formats for $w" "$("$BLKIMG" --list-formats=create)" "$(echo "$out" | sort)"
     done
+    out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg gr'")
+    echo "$out" | grep -q "^graph" || fail "fish does not complete graph: $out"
+    out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg graph --output '")
+    echo "$out" | grep -q "^dot" || fail "fish does not complete graph --output dot: $out"
+    out=$(fish -c "source $SRCDIR/completions/blkimg.fish; complete -C 'blkimg info --output '")
+    if echo "$out" | grep -q "^dot"; then fail "fish offers dot for info --output: $out"; fi
     ok "fish completion"
 fi
 
@@ -97,7 +109,7 @@ fi
 if command -v groff >/dev/null; then
     warnings=$(groff -man -Tutf8 -ww "$SRCDIR/man/blkimg.1" 2>&1 >/dev/null)
     [ -z "$warnings" ] || fail "man page warnings: $warnings"
-    for c in compare convert create info map; do
+    for c in compare convert create graph info map; do
         for flag in $("$BLKIMG" $c --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
             grep -q -- "$(echo "${flag#--}" | sed 's/-/\\\\-/g')" "$SRCDIR/man/blkimg.1" || fail "man page lacks $flag"
         done

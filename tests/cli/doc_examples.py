@@ -51,6 +51,13 @@ NEEDS_SPACE = {
     ("README.md", "blkimg create -f raw -o preallocation=falloc disk.raw 10G"): 10 << 30,
 }
 
+# Examples that pipe into another program, run only where it is installed: (file, command)
+# -> program. Graphviz is not a dependency of blkimg or of its tests.
+NEEDS_PROGRAM = {
+    ("README.md", "blkimg graph --output=dot top.qcow2 | dot -Tsvg >g.svg"): "dot",
+    ("man/blkimg.1", "blkimg graph --output=dot top.qcow2 | dot -Tsvg >chain.svg"): "dot",
+}
+
 # Examples that need O_DIRECT where they run (tmpfs has none).
 NEEDS_O_DIRECT = {
     ("README.md", "blkimg convert -t none -T none -O qcow2 big.raw big.qcow2   # O_DIRECT: the host cache is left alone"),
@@ -224,6 +231,12 @@ def main():
                               "on a disk (not tmpfs)")
                         skipped += 1
                         continue
+                if key in NEEDS_PROGRAM:
+                    used_skips.add(key)
+                    if shutil.which(NEEDS_PROGRAM[key]) is None:
+                        print(f"skip: {at}: {cmd!r}: {NEEDS_PROGRAM[key]} is not installed")
+                        skipped += 1
+                        continue
                 if key in NEEDS_O_DIRECT:
                     used_skips.add(key)
                     if not o_direct_works(cwd):
@@ -256,7 +269,7 @@ def main():
             shutil.rmtree(cwd)
     for key in sorted(set(NOT_EXAMPLES) - used_not_examples):
         failures.append(f"NOT_EXAMPLES entry matches no block any more: {key}")
-    for key in sorted((set(SKIP) | set(NEEDS_SPACE) | NEEDS_O_DIRECT) - used_skips):
+    for key in sorted((set(SKIP) | set(NEEDS_SPACE) | set(NEEDS_PROGRAM) | NEEDS_O_DIRECT) - used_skips):
         failures.append(f"SKIP entry matches no example any more: {key}")
     for f in failures:
         print("FAIL: " + f, file=sys.stderr)

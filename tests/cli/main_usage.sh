@@ -10,11 +10,12 @@ raw" "$("$BLKIMG" --list-drivers)"
 expect_eq "--list-commands" "compare
 convert
 create
+graph
 info
 map" "$("$BLKIMG" --list-commands)"
 expect_fail 1 "Command not found: frobnicate" "$BLKIMG" frobnicate
 expect_fail 1 "Not enough arguments" "$BLKIMG"
-for c in compare info map; do
+for c in compare graph info map; do
     "$BLKIMG" $c --help | grep -q -- "--output" || fail "$c --help lacks --output"
     "$BLKIMG" $c --help | grep -q -- "--image-opts" || fail "$c --help lacks --image-opts"
 done
@@ -24,5 +25,7 @@ done
 "$BLKIMG" create --help | grep -q -- "--backing-unsafe" || fail "create --help lacks --backing-unsafe"
 "$BLKIMG" --help | grep -q "convert" || fail "--help does not list convert"
 "$BLKIMG" --help | grep -q "create" || fail "--help does not list create"
+"$BLKIMG" --help | grep -q "^  graph " || fail "--help does not list graph"
+"$BLKIMG" graph --help | grep -q -- "human (default), json or dot" || fail "graph --help does not name its output formats"
 expect_fail 1 "^blkimg: Expecting one image file name$" "$BLKIMG" info
 ok "top-level usage"

@@ -43,11 +43,12 @@ Status Qcow2Node::init(OpenContext& ctx, const Json& opts, std::shared_ptr<Node>
     external_ = h_.incompatible & kIncompatDataFile;
     // Every request reaches the children through these slots, so a node a graph edit puts
     // under the image later (a filter above its file) sees all of them.
-    // Metadata only (info): the data file is not opened, as qemu-img 7.2(.x) does since the
-    // fix for CVE-2024-4467, so that info can vet an untrusted image without touching the
-    // files it names, and shows an image whose data file is missing. Nothing reads data
-    // under no_io; data_ then follows the metadata file only so that it is never empty.
-    const bool open_data_file = external_ && !ctx.flags().no_io;
+    // Metadata only with skip_data_file (info): the data file is not opened, as qemu-img
+    // 7.2(.x) does since the fix for CVE-2024-4467, so that info can vet an untrusted image
+    // without touching the files it names, and shows an image whose data file is missing.
+    // Nothing reads data under no_io; data_ then follows the metadata file only so that it
+    // is never empty.
+    const bool open_data_file = external_ && !(ctx.flags().no_io && ctx.flags().skip_data_file);
     bind_edge("file", file_);
     bind_edge(open_data_file ? "data-file" : "file", data_);
     BLK_TRY(attach_child("file", file, kRoleMetadata | kRolePrimary | (external_ ? 0u : unsigned{kRoleData})));

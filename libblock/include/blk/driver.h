@@ -104,6 +104,10 @@ struct OpenFlags {
     // Metadata only (qemu's BDRV_O_NO_IO, as qemu-img info opens): no guest data is read,
     // so an encrypted image opens without its key.
     bool no_io = false;
+    // With no_io: the external data file an image names is not opened either, as qemu-img
+    // 7.2(.x) info does since the fix for CVE-2024-4467 (vetting an untrusted image touches
+    // no file it names as data). `graph` leaves it false to show the whole graph.
+    bool skip_data_file = false;
     unsigned max_chain_depth = 16;
 };
 
