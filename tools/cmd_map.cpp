@@ -1,36 +1,23 @@
 // blkimg map: where each range of an image's data lives (qemu-img map compatible).
 #include <cinttypes>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "blk/map.h"
 #include "common.h"
+#include "staged_output.h"
 
 namespace blkimg {
 
 namespace {
 
-// printf into `out`: the whole map is kept until it is complete, so an error part way never
-// leaves a partial (or an empty "[]") map on stdout for a script that ignores the exit code.
-template <class... A>
-void append(std::string& out, const char* fmt, A... args) {
-    char buf[512];
-    const int n = std::snprintf(buf, sizeof buf, fmt, args...);
-    if (n > 0 && static_cast<size_t>(n) < sizeof buf) {
-        out.append(buf, static_cast<size_t>(n));
-    } else if (n > 0) {
-        std::string big(static_cast<size_t>(n) + 1, '\0');
-        std::snprintf(big.data(), big.size(), fmt, args...);
-        out.append(big.data(), static_cast<size_t>(n));
-    }
-}
-
-void json_entry(std::string& out, const blk::MapEntry& e, bool last) {
-    append(out, "{ \"start\": %" PRIu64 ", \"length\": %" PRIu64 ", \"depth\": %u, \"present\": %s, \"zero\": %s, \"data\": %s",
+void json_entry(StagedOutput& out, const blk::MapEntry& e, bool last) {
+    out.printf("{ \"start\": %" PRIu64 ", \"length\": %" PRIu64 ", \"depth\": %u, \"present\": %s, \"zero\": %s, \"data\": %s",
            e.start, e.length, e.depth, e.present ? "true" : "false", e.zero ? "true" : "false", e.data ? "true" : "false");
-    if (e.has_offset) append(out, ", \"offset\": %" PRIu64, e.offset);
-    out += '}';
-    if (!last) out += ",\n";
+    if (e.has_offset) out.printf(", \"offset\": %" PRIu64, e.offset);
+    out.append(last ? "}" : "},\n");
 }
 
 }  // namespace
@@ -71,9 +58,11 @@ int cmd_map(int argc, char** argv) {
     if (max_length != UINT64_MAX && start <= end && max_length < end - start) end = start + max_length;
 
     const bool json = output == "json";
-    std::string out;
-    if (json) out += '[';
-    else append(out, "%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
+    // The whole map is held back until it is complete: an error part way never leaves a
+    // partial (or an empty "[]") map on stdout for a script that ignores the exit code.
+    StagedOutput out;
+    if (json) out.append('[');
+    else out.printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
 
     auto st = blk::map_image(top, start, end, [&](const blk::MapEntry& e, blk::MapEntry* next) -> blk::Status {
         if (json) {
@@ -84,7 +73,7 @@ int cmd_map(int argc, char** argv) {
             return blk::make_error(ENOTSUP, "File contains external, encrypted or compressed clusters.");
         }
         if (e.data && !e.zero) {
-            append(out, "%#-16" PRIx64 "%#-16" PRIx64 "%#-16" PRIx64 "%s\n", e.start, e.length,
+            out.printf("%#-16" PRIx64 "%#-16" PRIx64 "%#-16" PRIx64 "%s\n", e.start, e.length,
                    e.has_offset ? e.offset : 0, e.has_offset ? e.filename.c_str() : "");
         }
         // Human output does not tell zero from unallocated: fold them so more ranges merge.
@@ -98,8 +87,11 @@ int cmd_map(int argc, char** argv) {
         print_error(st.error().message);
         return 1;
     }
-    if (json) out += "]\n";
-    std::fwrite(out.data(), 1, out.size(), stdout);
+    if (json) out.append("]\n");
+    if (!out.commit()) {
+        print_error(std::string("Could not write the map: ") + std::strerror(errno));
+        return 1;
+    }
     return 0;
 }
 

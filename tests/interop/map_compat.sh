@@ -39,6 +39,35 @@ same_map --output=json many.qcow2
 same_map many.qcow2
 ok "map of 15k extents matches"
 
+# Its JSON map (1.6 MiB) is held back in a temporary file until it is complete, or in
+# memory where there is no temporary directory: the same map either way, and nothing at
+# all on stdout when an L2 table near the end lies past the end of the file.
+TMPDIR=/nonexistent same_map --output=json many.qcow2
+cp many.qcow2 late.qcow2
+python3 - late.qcow2 <<'PY'
+import os, struct, sys
+with open(sys.argv[1], "r+b") as f:
+    h = f.read(48)
+    l1_size, l1_off = struct.unpack(">IQ", h[36:48])
+    last = max(i for i in range(l1_size)
+               if (f.seek(l1_off + 8 * i), struct.unpack(">Q", f.read(8))[0])[1])
+    f.seek(l1_off + 8 * last)
+    end = os.fstat(f.fileno()).st_size
+    f.write(struct.pack(">Q", (1 << 63) | ((end + (1 << 20)) & ~4095)))
+PY
+for t in "" /nonexistent; do
+    for o in json human; do
+        set +e
+        TMPDIR=$t "$BLKIMG" map --output=$o late.qcow2 >b.out 2>b.err
+        rc=$?
+        set -e
+        expect_eq "exit code of map --output=$o (TMPDIR=$t) with a late bad L2 table" 1 "$rc"
+        [ ! -s b.out ] || fail "map --output=$o (TMPDIR=$t) printed $(wc -c <b.out) bytes before its error: $(cat b.err)"
+        grep -q "late.qcow2" b.err || fail "map error does not name the image: $(cat b.err)"
+    done
+done
+ok "a map that fails late prints nothing on stdout"
+
 # A start beyond the end, and a zero max length.
 same_map --output=json --start-offset=1G v3.qcow2
 same_map --output=json --max-length=0 v3.qcow2
