@@ -47,7 +47,7 @@ ok "a bare file node shows no format-specific block"
 # ("Unable to get accurate CPU usage"): each encrypted create is tried a few times.
 qcreate_enc() {
     local i
-    for i in 1 2 3 4 5; do qemu-img create "$@" 2>enc.err && return 0; done
+    for i in $(seq 10); do qemu-img create "$@" 2>enc.err && return 0; sleep 0.$i; done
     cat enc.err >&2
     return 1
 }
