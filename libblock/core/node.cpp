@@ -610,7 +610,7 @@ Status Graph::finish_edit(Undo& undo, const std::vector<Node*>& changed, const c
     return st;
 }
 
-Status Graph::insert_filter_above(const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& filter) {
+Status Graph::insert_filter_above(std::shared_ptr<Node> x, std::shared_ptr<Node> filter) {
     const char* what = "inserting a filter";
     if (!x || !filter) return make_error(EINVAL, std::string(what) + ": no node given");
     if (!filter->is_filter()) return make_error(EINVAL, std::string(what) + ": " + label(*filter) + " is not a filter");
@@ -642,7 +642,7 @@ Status Graph::insert_filter_above(const std::shared_ptr<Node>& x, const std::sha
     return finish_edit(undo, changed, what);
 }
 
-Status Graph::remove_filter(const std::shared_ptr<Node>& f) {
+Status Graph::remove_filter(std::shared_ptr<Node> f) {
     const char* what = "removing a filter";
     if (!f) return make_error(EINVAL, std::string(what) + ": no node given");
     if (!f->is_filter()) return make_error(EINVAL, std::string(what) + ": " + label(*f) + " is not a filter");
@@ -668,7 +668,7 @@ Status Graph::remove_filter(const std::shared_ptr<Node>& f) {
     return finish_edit(undo, changed, what);
 }
 
-Status Graph::replace(const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& y) {
+Status Graph::replace(std::shared_ptr<Node> x, std::shared_ptr<Node> y) {
     const char* what = "replacing a node";
     if (!x || !y) return make_error(EINVAL, std::string(what) + ": no node given");
     if (x == y) return {};

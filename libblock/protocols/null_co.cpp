@@ -11,8 +11,10 @@ constexpr uint64_t kNullDefaultSize = 1ull << 30;
 
 class NullNode final : public Node {
 public:
-    NullNode(Json opts, uint64_t size, bool read_zeroes) : Node("null-co", std::move(opts)), read_zeroes_(read_zeroes) {
+    NullNode(Json opts, uint64_t size, bool read_zeroes, bool read_only)
+        : Node("null-co", std::move(opts)), read_zeroes_(read_zeroes) {
         size_ = size;
+        read_only_ = read_only;  // opened for writing, it takes writes (and drops them), as qemu's does
     }
     bool is_protocol() const override { return true; }
     std::string exact_filename() const override {
@@ -46,8 +48,7 @@ private:
 Result<std::shared_ptr<Node>> open_null(OpenContext& ctx, const Json& opts) {
     BLK_TRY_ASSIGN(auto size, opt_size(opts, "size"));
     BLK_TRY_ASSIGN(auto rz, opt_bool(opts, "read-zeroes"));
-    auto n = std::make_shared<NullNode>(opts, size.value_or(kNullDefaultSize), rz.value_or(false));
-    (void)ctx;
+    auto n = std::make_shared<NullNode>(opts, size.value_or(kNullDefaultSize), rz.value_or(false), ctx.flags().read_only);
     return std::shared_ptr<Node>(n);
 }
 

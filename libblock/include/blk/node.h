@@ -332,15 +332,17 @@ struct Graph {
     std::vector<Node*> nodes() const;
     bool contains(const Node* n) const;
 
+    // The edits take their nodes by value: `g.insert_filter_above(g.root, f)` passes the
+    // root itself, which the edit reassigns.
     // Puts `filter` (a filter with no child yet, not in the graph) above `x`: the filter
     // gets x as its filtered child and every edge that pointed to x (and the root) now
     // points to the filter.
-    Status insert_filter_above(const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& filter);
+    Status insert_filter_above(std::shared_ptr<Node> x, std::shared_ptr<Node> filter);
     // Removes filter f: its parents (and the root) now point to f's filtered child. f keeps
     // its edge to the child (it is no longer part of the graph).
-    Status remove_filter(const std::shared_ptr<Node>& f);
+    Status remove_filter(std::shared_ptr<Node> f);
     // Every edge pointing to x (and the root), except edges of y itself, now points to y.
-    Status replace(const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& y);
+    Status replace(std::shared_ptr<Node> x, std::shared_ptr<Node> y);
     // Gives `parent` a new edge `name` to `child` with `roles`.
     Status attach(const std::shared_ptr<Node>& parent, const std::string& name, const std::shared_ptr<Node>& child,
                   unsigned roles);
