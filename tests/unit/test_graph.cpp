@@ -456,3 +456,101 @@ TEST_CASE("a recording filter inserted under a qcow2 node's file after open sees
     CHECK(r == w);
     CHECK(rec->log().size() == before);
 }
+
+TEST_CASE("reopen_read_write makes a read-only backing file writable in place, and back") {
+    TempDir dir;
+    const std::string base = dir / "base.qcow2", top = dir / "top.qcow2";
+    CreateRequest req;
+    req.format = "qcow2";
+    req.filename = base;
+    req.size = 4 << 20;
+    REQUIRE(create_image(req));
+    req.filename = top;
+    req.size.reset();
+    req.backing_file = "base.qcow2";
+    req.backing_format = "qcow2";
+    REQUIRE(create_image(req));
+    OpenFlags fl;
+    fl.read_only = false;
+    auto g = open_image(ImageSpec{top, "qcow2", false}, fl);
+    REQUIRE(g);
+    Node* b = backing_chain_next(g->root.get());
+    REQUIRE(b);
+    CHECK(b->read_only());
+    auto w = pattern(65536, 5);
+    CHECK_FALSE(b->write(0, w));  // a backing file opens read-only
+
+    // A second opener wanting to write is refused while we hold the write locks.
+    REQUIRE(g->reopen_read_write(*b));
+    CHECK_FALSE(b->read_only());
+    CHECK_FALSE(primary_child(*b)->read_only());
+    {
+        OpenFlags other;
+        other.read_only = false;
+        auto g2 = open_image(ImageSpec{base, "qcow2", false}, other);
+        REQUIRE_FALSE(g2);
+        CHECK(g2.error().code == EAGAIN);
+    }
+    REQUIRE(b->write(0, w));
+    REQUIRE(g->reopen_read_only(*b));
+    CHECK(b->read_only());
+    CHECK_FALSE(b->write(0, w));
+    {
+        // Read-only again: a writer still cannot share it, but a reader opens it and sees
+        // what was written (the caches went back to disk).
+        auto g2 = open_image(ImageSpec{base, "qcow2", false}, OpenFlags{});
+        REQUIRE(g2);
+        std::vector<std::byte> r(65536);
+        REQUIRE(g2->root->read(0, r));
+        CHECK(r == w);
+    }
+    // Twice, to see that the write state is set up afresh.
+    REQUIRE(g->reopen_read_write(*b));
+    REQUIRE(b->write(65536, w));
+    REQUIRE(b->flush());
+
+    // A node of another graph is refused.
+    CreateRequest lone;
+    lone.format = "raw";
+    lone.filename = dir / "lone.raw";
+    lone.size = 1 << 20;
+    REQUIRE(create_image(lone));
+    auto other = open_image(ImageSpec{lone.filename, "raw", false}, OpenFlags{});
+    REQUIRE(other);
+    CHECK_FALSE(g->reopen_read_write(*other->root));
+    CHECK(other->root->read_only());
+}
+
+TEST_CASE("reopen_read_write is refused while another process holds the image, and changes nothing") {
+    TempDir dir;
+    const std::string base = dir / "base.qcow2", top = dir / "top.qcow2";
+    CreateRequest req;
+    req.format = "qcow2";
+    req.filename = base;
+    req.size = 1 << 20;
+    REQUIRE(create_image(req));
+    req.filename = top;
+    req.size.reset();
+    req.backing_file = "base.qcow2";
+    req.backing_format = "qcow2";
+    REQUIRE(create_image(req));
+    // Another open file description with a reader's locks, as a qemu that opened the
+    // image read-only holds them ("write" not shared).
+    auto holder = open_image(ImageSpec{base, "qcow2", false}, OpenFlags{});
+    REQUIRE(holder);
+    OpenFlags fl;
+    fl.read_only = false;
+    fl.force_share = false;
+    auto g = open_image(ImageSpec{top, "qcow2", false}, fl);
+    // The top's own open takes its backing file read-only, which a reader shares.
+    REQUIRE(g);
+    Node* b = backing_chain_next(g->root.get());
+    auto st = g->reopen_read_write(*b);
+    REQUIRE_FALSE(st);
+    CHECK(st.error().code == EAGAIN);
+    CHECK(st.error().message.find("base.qcow2") != std::string::npos);
+    CHECK(b->read_only());
+    CHECK(primary_child(*b)->read_only());
+    holder = Result<Graph>(Graph{});
+    REQUIRE(g->reopen_read_write(*b));
+}
