@@ -438,7 +438,7 @@ private:
             if (!st) {
                 release_qemu_locks(nf.get());
                 (void)take_qemu_locks(fd_.get(), path_, !read_only_);
-                return std::move(st).error().with_context("Could not reopen '" + path_ + "'");
+                return st;  // qemu's words: "Failed to get "write" lock ... [PATH]?"
             }
         }
         if (!writable && !no_flush_ && ::fdatasync(fd_.get()) != 0 && errno != EINVAL) {
