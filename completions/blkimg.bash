@@ -11,7 +11,7 @@ _blkimg() {
         esac
     done
     if [ -z "$cmd" ]; then
-        COMPREPLY=($(compgen -W "compare convert create graph info map --help --version --list-drivers --list-commands --list-formats --list-formats=create" -- "$cur"))
+        COMPREPLY=($(compgen -W "commit compare convert create graph info map --help --version --list-drivers --list-commands --list-formats --list-formats=create" -- "$cur"))
         return
     fi
     if [ "$cmd" = create ]; then
@@ -61,6 +61,8 @@ _blkimg() {
         graph) opts="$common" ;;
         info) opts="$common --backing-chain" ;;
         map) opts="$common -s --start-offset -l --max-length" ;;
+        commit) opts="-f --format --image-opts --object -t --cache -b --base -d --drop -r --rate-limit -p --progress
+            -q --quiet -h --help" ;;
         compare) opts="-f --a-format -F --b-format --image-opts --object -T --cache -s --strict -U --force-share
             -p --progress -q --quiet --output --max-diffs -h --help" ;;
         convert) opts="-f --source-format --image-opts -T --source-cache -l --snapshot --bitmaps --skip-broken-bitmaps

@@ -18,6 +18,7 @@ function __blkimg_drivers
     blkimg --list-drivers 2>/dev/null; or printf '%s\n' file null-co preallocate qcow2 raw
 end
 
+complete -c blkimg -f -n __blkimg_no_command -a commit -d 'write an image into its backing file and empty it'
 complete -c blkimg -f -n __blkimg_no_command -a compare -d 'check whether two images have the same content'
 complete -c blkimg -f -n __blkimg_no_command -a convert -d 'copy images into a new or existing image'
 complete -c blkimg -f -n __blkimg_no_command -a create -d 'create a new disk image'
@@ -42,6 +43,19 @@ complete -c blkimg -n '__fish_seen_subcommand_from graph' -l output -x -a 'human
 complete -c blkimg -n '__fish_seen_subcommand_from info' -l backing-chain -d 'show every image of the backing chain'
 complete -c blkimg -n '__fish_seen_subcommand_from map' -s s -l start-offset -x -d 'start at this offset'
 complete -c blkimg -n '__fish_seen_subcommand_from map' -s l -l max-length -x -d 'map at most this many bytes'
+
+# commit
+set -l cmt '__fish_seen_subcommand_from commit'
+complete -c blkimg -n $cmt -s f -l format -x -a '(__blkimg_drivers)' -d 'image format'
+complete -c blkimg -n $cmt -l image-opts -d 'the image is dotted image options'
+complete -c blkimg -n $cmt -l object -x -d 'define an object'
+complete -c blkimg -n $cmt -s t -l cache -x -a 'none off writeback writethrough directsync unsafe' -d 'cache mode of the images'
+complete -c blkimg -n $cmt -s b -l base -r -d 'commit into this image of the backing chain (implies -d)'
+complete -c blkimg -n $cmt -s d -l drop -d 'leave the image as it is (do not empty it)'
+complete -c blkimg -n $cmt -s r -l rate-limit -x -d 'bytes per second'
+complete -c blkimg -n $cmt -s p -l progress -d 'show progress'
+complete -c blkimg -n $cmt -s q -l quiet -d 'print nothing but errors'
+complete -c blkimg -n $cmt -s h -l help -d 'show help'
 
 # compare
 set -l cm '__fish_seen_subcommand_from compare'

@@ -55,7 +55,7 @@ blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing
     blk::ObjectStore objects;
     for (const std::string& o : args.objects) BLK_TRY(objects.add(o));
     blk::OpenFlags flags;
-    flags.read_only = true;
+    flags.read_only = !args.writable;
     flags.force_share = args.force_share;
     flags.open_backing = open_backing;
     flags.no_io = no_io;
@@ -65,10 +65,11 @@ blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing
         BLK_TRY_ASSIGN(blk::Json opts, blk::image_spec_options(spec));
         if (!args.image_opts && blk::is_json_filename(args.filename)) strip_graph_facts(opts);
         // Children and backing files inherit it; options the image names itself win.
-        if (args.cache_direct && opts.is_object()) {
+        if ((args.cache_direct || args.cache_no_flush) && opts.is_object()) {
             if (!opts.contains("cache")) opts["cache"] = blk::Json::object();
             blk::Json& cache = opts["cache"];
-            if (cache.is_object() && !cache.contains("direct")) cache["direct"] = "on";
+            if (args.cache_direct && cache.is_object() && !cache.contains("direct")) cache["direct"] = "on";
+            if (args.cache_no_flush && cache.is_object() && !cache.contains("no-flush")) cache["no-flush"] = "on";
         }
         blk::OpenContext ctx(blk::Registry::builtin(), flags, &objects);
         BLK_TRY_ASSIGN(std::shared_ptr<blk::Node> root, ctx.open(opts));
@@ -80,7 +81,7 @@ blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing
         if (e.message.rfind(label, 0) != 0) e = std::move(e).with_context(label);
         // Every image opened here is read-only, where -U skips the lock check: say so, unless
         // -U was given (then the conflict is somewhere -U does not reach).
-        if (!args.force_share && is_lock_conflict(e)) e.message += " (-U skips the check)";
+        if (!args.force_share && !args.writable && is_lock_conflict(e)) e.message += " (-U skips the check)";
         return e;
     }
     if (raw_flagged_incomplete(g->root.get())) {

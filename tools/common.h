@@ -18,6 +18,8 @@ struct ImageArgs {
     std::vector<std::string> objects;  // --object
     bool force_share = false;        // -U
     bool cache_direct = false;       // a cache mode with O_DIRECT (-T none)
+    bool cache_no_flush = false;     // cache=unsafe: flushes do not reach the disk
+    bool writable = false;           // open the image read-write (its backing files stay read-only)
 };
 
 // Adds -f/--format, --image-opts, --object, -U/--force-share and the positional filename.
@@ -40,7 +42,7 @@ bool check_output(const std::string& output);
 // True if `e` is the file protocol's refusal of an image another process holds (qemu's locks).
 bool is_lock_conflict(const blk::Error& e);
 
-// Opens the image described by `args` read-only (with backing files unless told not to).
+// Opens the image described by `args` read-only unless args.writable (with backing files unless told not to).
 // Errors carry qemu-img's "Could not open 'NAME': " context, and a lock conflict the hint that
 // -U skips the check (unless -U was given).
 // no_io: metadata only (info, graph; an encrypted image needs no key); skip_data_file: with no_io, leave the data file an

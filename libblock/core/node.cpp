@@ -105,6 +105,53 @@ Status Node::do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) {
 
 Status Node::do_discard(uint64_t, uint64_t) { return {}; }
 
+Status Node::make_empty() {
+    if (read_only_) return make_error(EACCES, "node is read-only");
+    return do_make_empty();
+}
+
+Status Node::do_make_empty() { return make_error(ENOTSUP, "Image format does not support emptying"); }
+
+Status Node::do_reopen(bool writable) {
+    read_only_ = !writable;
+    return {};
+}
+
+Status Node::reopen(bool writable) {
+    if (writable == !read_only_) return {};
+    // The edges that carry this node's bytes; the backing edge only reads.
+    std::vector<Node*> below;
+    for (const Child& c : children_)
+        if (c.node && (c.roles & (kRoleData | kRoleMetadata | kRoleFiltered))) below.push_back(c.node.get());
+    std::vector<Node*> changed;
+    auto undo = [&] {
+        // Best effort: a child that cannot go back keeps the mode it reached.
+        for (Node* c : changed) (void)c->reopen(!writable);
+    };
+    if (writable) {
+        // Children first: a writable node needs writable children.
+        for (Node* c : below) {
+            const bool was_ro = c->read_only();
+            Status st = c->reopen(true);
+            if (!st) {
+                undo();
+                return st;
+            }
+            if (was_ro) changed.push_back(c);
+        }
+        Status st = do_reopen(true);
+        if (!st) {
+            undo();
+            return st;
+        }
+        return {};
+    }
+    // Read-only: the node writes its state back before its children stop taking writes.
+    BLK_TRY(do_reopen(false));
+    for (Node* c : below) BLK_TRY(c->reopen(false));
+    return {};
+}
+
 Status Node::set_incomplete(bool) {
     return make_error(ENOTSUP, "driver '" + driver_ + "' cannot flag an image as incomplete");
 }
@@ -417,6 +464,11 @@ Status FilterNode::do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags)
 
 Status FilterNode::do_discard(uint64_t off, uint64_t bytes) { return below().discard(off, bytes); }
 
+Status FilterNode::do_reopen(bool) {
+    children_changed();
+    return {};
+}
+
 Status FilterNode::do_truncate(uint64_t size, Prealloc prealloc) {
     BLK_TRY(below().truncate(size, prealloc));
     size_ = below().size();
@@ -716,6 +768,16 @@ Status Graph::detach(const std::shared_ptr<Node>& parent, const std::string& nam
     undo.detached.emplace_back(parent.get(), *it, static_cast<size_t>(it - ch.begin()));
     parent->detach_child(name);
     return finish_edit(undo, {parent.get()}, what);
+}
+
+Status Graph::reopen_read_write(Node& n) {
+    if (!contains(&n)) return make_error(EINVAL, "cannot reopen node '" + label(n) + "': it is not in the graph");
+    return n.reopen(true);
+}
+
+Status Graph::reopen_read_only(Node& n) {
+    if (!contains(&n)) return make_error(EINVAL, "cannot reopen node '" + label(n) + "': it is not in the graph");
+    return n.reopen(false);
 }
 
 Status insert_filter_above(Graph& g, const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& filter) {

@@ -201,13 +201,21 @@ private:
     uint64_t progress_total_ = 0;
     std::mutex warn_mu_;
     RateLimiter limiter_;
+    bool above_base_ = false;  // target_has_backing or an explicit base: copy only the layers above
 };
 
 Status Engine::setup() {
     if (!o_.target) return make_error(EINVAL, "copy: no target");
     if (o_.sources.empty()) return make_error(EINVAL, "copy: no source");
     if (o_.target->read_only()) return make_error(EACCES, "copy: the target is read-only");
-    if (o_.target_is_zero && o_.target_has_backing) {
+    above_base_ = o_.target_has_backing || o_.base;
+    if (o_.base) {
+        if (o_.sources.size() != 1 || !o_.sources[0]) return make_error(EINVAL, "copy: a base needs exactly one source");
+        Node* n = o_.sources[0];
+        while (n && n != o_.base) n = backing_chain_next(n);
+        if (!n || o_.sources[0] == o_.base) return make_error(EINVAL, "copy: the base is not below the source in its backing chain");
+    }
+    if (o_.target_is_zero && above_base_) {
         return make_error(EINVAL, "Cannot use --target-is-zero when the destination image has a backing file");
     }
     uint64_t total = 0;
@@ -220,7 +228,7 @@ Status Engine::setup() {
             ps.node = n;
             ps.start = total;
             ps.size = n->size();
-            ps.base = o_.target_has_backing ? backing_chain_next(n) : nullptr;
+            ps.base = o_.base ? o_.base : o_.target_has_backing ? backing_chain_next(n) : nullptr;
             cfg_.sources.push_back(ps);
         }
         total += n->size();
@@ -265,8 +273,8 @@ Status Engine::setup() {
     req_size_ = rs;
 
     cfg_.total = total;
-    cfg_.target_has_backing = o_.target_has_backing;
-    cfg_.target_backing_size = o_.target_has_backing ? o_.target_backing_size : UINT64_MAX;
+    cfg_.target_has_backing = above_base_;
+    cfg_.target_backing_size = above_base_ ? o_.target_backing_size : UINT64_MAX;
     cfg_.target_is_zero = o_.target_is_zero;
     cfg_.zero_as_data = o_.min_sparse < kSector;
     cfg_.salvage = o_.salvage;
@@ -377,7 +385,7 @@ void Engine::add_zero(Slot& s, uint64_t off, uint64_t len) {
     // nothing; elsewhere they are written as zeroes that may become holes.
     uint64_t cut = off + len;
     if (o_.target_is_zero) cut = off;
-    else if (o_.target_has_backing && o_.target_backing_size < cut) cut = std::max(off, o_.target_backing_size);
+    else if (above_base_ && o_.target_backing_size < cut) cut = std::max(off, o_.target_backing_size);
     if (cut > off) {
         if (!s.ops.empty() && s.ops.back().kind == Op::Kind::Zero && s.ops.back().off + s.ops.back().len == off) {
             s.ops.back().len += cut - off;

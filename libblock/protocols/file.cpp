@@ -95,6 +95,15 @@ Status take_qemu_locks(int fd, const std::string& path, bool writable) {
     return {};
 }
 
+// Drops every QEMU lock byte `fd`'s open file description holds.
+void release_qemu_locks(int fd) {
+    for (off_t base : {kLockPermBase, kLockSharedBase}) {
+        struct flock fl = one_byte(F_UNLCK, base);
+        fl.l_len = kPermResize + 1;
+        (void)fcntl(fd, F_OFD_SETLK, &fl);
+    }
+}
+
 // Makes [off, off+len) of fd read as zeroes without writing data: punches a hole when
 // unmapping is allowed, else zeroes the range in place. ENOTSUP where the host cannot.
 Status zero_range(int fd, uint64_t off, uint64_t len, bool unmap) {
@@ -175,6 +184,8 @@ public:
         dio_ = std::move(dio);
         align_ = align;
     }
+    // The QEMU locks were taken at open (not -U, not locking=off, a file or device).
+    void set_locking(bool on) { locking_ = on; }
 
     // A new regular file reads as zeroes; a block device may hold anything.
     bool has_zero_init() const override { return regular_; }
@@ -402,6 +413,43 @@ private:
         return {};
     }
 
+    // A new descriptor of the same open file in the new mode (the path may have changed
+    // since the open; /proc names the file we hold). Its locks are taken before the old
+    // descriptor goes, and the old one's dropped first: the two are different open file
+    // descriptions, so the new one would see the old one's "not shared" bytes as another
+    // process's. If the new locks conflict, the old ones are taken again.
+    Status do_reopen(bool writable) override {
+        const int mode = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+        auto reopen_fd = [&](int old, int extra) -> Result<Fd> {
+            const std::string self = "/proc/self/fd/" + std::to_string(old);
+            int d = ::open(self.c_str(), mode | extra);
+            if (d < 0 && errno != EACCES && errno != EROFS) d = ::open(path_.c_str(), mode | extra);
+            if (d < 0) return errno_error(errno, "Could not reopen '" + path_ + "'");
+            return Fd(d);
+        };
+        BLK_TRY_ASSIGN(Fd nf, reopen_fd(fd_.get(), 0));
+        Fd nd;
+        if (dio_.get() >= 0) {
+            BLK_TRY_ASSIGN(nd, reopen_fd(dio_.get(), O_DIRECT));
+        }
+        if (locking_) {
+            release_qemu_locks(fd_.get());
+            Status st = take_qemu_locks(nf.get(), path_, writable);
+            if (!st) {
+                release_qemu_locks(nf.get());
+                (void)take_qemu_locks(fd_.get(), path_, !read_only_);
+                return st;  // qemu's words: "Failed to get "write" lock ... [PATH]?"
+            }
+        }
+        if (!writable && !no_flush_ && ::fdatasync(fd_.get()) != 0 && errno != EINVAL) {
+            return errno_error(errno, path_ + ": flush");
+        }
+        fd_ = std::move(nf);
+        if (dio_.get() >= 0) dio_ = std::move(nd);
+        read_only_ = !writable;
+        return {};
+    }
+
     std::string path_;
     Fd fd_;
     Fd dio_;             // cache.direct: fd_'s file opened with O_DIRECT
@@ -410,6 +458,7 @@ private:
     std::shared_mutex rmw_mu_;
     bool regular_;
     bool no_flush_;  // cache.no-flush: flushes do not reach the disk (qemu's cache=unsafe)
+    bool locking_ = false;
     std::mutex hint_mu_;
     uint64_t data_hint_ = UINT64_MAX;  // an offset SEEK_DATA last returned
 };
@@ -430,9 +479,8 @@ Result<std::shared_ptr<Node>> open_file(OpenContext& ctx, const Json& opts) {
     BLK_TRY_ASSIGN(auto locking, opt_string(opts, "locking"));
     BLK_TRY_ASSIGN(auto share, opt_bool(opts, "force-share"));
     bool force_share = ctx.flags().force_share || share.value_or(false);
-    if (!force_share && locking.value_or("auto") != "off" && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
-        BLK_TRY(take_qemu_locks(f.get(), path, !ro).context("Could not open '" + path + "'"));
-    }
+    const bool locked = !force_share && locking.value_or("auto") != "off" && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+    if (locked) BLK_TRY(take_qemu_locks(f.get(), path, !ro).context("Could not open '" + path + "'"));
     uint64_t size = 0;
     if (S_ISBLK(st.st_mode)) {
         if (ioctl(f.get(), BLKGETSIZE64, &size) != 0) return errno_error(errno, "Could not get size of '" + path + "'");
@@ -473,6 +521,7 @@ Result<std::shared_ptr<Node>> open_file(OpenContext& ctx, const Json& opts) {
     }
     auto node = std::make_shared<FileNode>(opts, path, std::move(f), size, ro, S_ISREG(st.st_mode), no_flush);
     if (direct) node->set_direct(std::move(dio), align);
+    node->set_locking(locked);
     return std::shared_ptr<Node>(std::move(node));
 }
 

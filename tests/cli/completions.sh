@@ -35,6 +35,8 @@ expect_eq "bash: convert -o keys of the -O format" "compression_type=" "$(bash_c
 expect_eq "bash: convert -o keys after a comma" "cluster_size=1M,lazy_refcounts=" "$(bash_complete blkimg convert --target-format=qcow2 -o cluster_size=1M,lazy)"
 [ -z "$(bash_complete blkimg convert -O raw -o compr)" ] || fail "bash offers qcow2 keys for convert -O raw -o"
 expect_eq "bash: compare" "compare" "$(bash_complete blkimg comp)"
+expect_eq "bash: commit" "commit" "$(bash_complete blkimg comm)"
+expect_eq "bash: commit flags" "--drop" "$(bash_complete blkimg commit --dr)"
 expect_eq "bash: compare flags" "--max-diffs" "$(bash_complete blkimg compare --max)"
 expect_eq "bash: compare -s is a flag" "--strict" "$(bash_complete blkimg compare -s --str)"
 expect_eq "bash: compare formats" "qcow2" "$(bash_complete blkimg compare -F qc)"
@@ -56,7 +58,7 @@ expect_eq "bash: graph flags" "--force-share" "$(bash_complete blkimg graph --fo
 ok "bash completion"
 
 # Every flag in --help appears in every completion file.
-for c in compare convert create graph info map; do
+for c in commit compare convert create graph info map; do
     for flag in $("$BLKIMG" $c --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
         for f in blkimg.bash _blkimg blkimg.fish; do
             name=${flag#--}
@@ -109,7 +111,7 @@ fi
 if command -v groff >/dev/null; then
     warnings=$(groff -man -Tutf8 -ww "$SRCDIR/man/blkimg.1" 2>&1 >/dev/null)
     [ -z "$warnings" ] || fail "man page warnings: $warnings"
-    for c in compare convert create graph info map; do
+    for c in commit compare convert create graph info map; do
         for flag in $("$BLKIMG" $c --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
             grep -q -- "$(echo "${flag#--}" | sed 's/-/\\\\-/g')" "$SRCDIR/man/blkimg.1" || fail "man page lacks $flag"
         done

@@ -7,7 +7,8 @@ null-co
 preallocate
 qcow2
 raw" "$("$BLKIMG" --list-drivers)"
-expect_eq "--list-commands" "compare
+expect_eq "--list-commands" "commit
+compare
 convert
 create
 graph
@@ -22,6 +23,8 @@ done
 "$BLKIMG" info --help | grep -q -- "--backing-chain" || fail "info --help lacks --backing-chain"
 "$BLKIMG" map --help | grep -q -- "--start-offset" || fail "map --help lacks --start-offset"
 "$BLKIMG" convert --help | grep -q -- "--target-is-zero" || fail "convert --help lacks --target-is-zero"
+"$BLKIMG" commit --help | grep -q -- "--drop" || fail "commit --help lacks --drop"
+"$BLKIMG" --help | grep -q "^  commit " || fail "--help does not list commit"
 "$BLKIMG" create --help | grep -q -- "--backing-unsafe" || fail "create --help lacks --backing-unsafe"
 "$BLKIMG" --help | grep -q "convert" || fail "--help does not list convert"
 "$BLKIMG" --help | grep -q "create" || fail "--help does not list create"

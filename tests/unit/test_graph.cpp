@@ -5,6 +5,7 @@
 
 #include <mutex>
 
+#include "blk/commit.h"
 #include "blk/driver.h"
 #include "mem_node.h"
 #include "record_node.h"
@@ -455,4 +456,189 @@ TEST_CASE("a recording filter inserted under a qcow2 node's file after open sees
     REQUIRE(q.read(1 << 20, r));
     CHECK(r == w);
     CHECK(rec->log().size() == before);
+}
+
+TEST_CASE("reopen_read_write makes a read-only backing file writable in place, and back") {
+    TempDir dir;
+    const std::string base = dir / "base.qcow2", top = dir / "top.qcow2";
+    CreateRequest req;
+    req.format = "qcow2";
+    req.filename = base;
+    req.size = 4 << 20;
+    REQUIRE(create_image(req));
+    req.filename = top;
+    req.size.reset();
+    req.backing_file = "base.qcow2";
+    req.backing_format = "qcow2";
+    REQUIRE(create_image(req));
+    OpenFlags fl;
+    fl.read_only = false;
+    auto g = open_image(ImageSpec{top, "qcow2", false}, fl);
+    REQUIRE(g);
+    Node* b = backing_chain_next(g->root.get());
+    REQUIRE(b);
+    CHECK(b->read_only());
+    auto w = pattern(65536, 5);
+    CHECK_FALSE(b->write(0, w));  // a backing file opens read-only
+
+    // A second opener wanting to write is refused while we hold the write locks.
+    REQUIRE(g->reopen_read_write(*b));
+    CHECK_FALSE(b->read_only());
+    CHECK_FALSE(primary_child(*b)->read_only());
+    {
+        OpenFlags other;
+        other.read_only = false;
+        auto g2 = open_image(ImageSpec{base, "qcow2", false}, other);
+        REQUIRE_FALSE(g2);
+        CHECK(g2.error().code == EAGAIN);
+    }
+    REQUIRE(b->write(0, w));
+    REQUIRE(g->reopen_read_only(*b));
+    CHECK(b->read_only());
+    CHECK_FALSE(b->write(0, w));
+    {
+        // Read-only again: a writer still cannot share it, but a reader opens it and sees
+        // what was written (the caches went back to disk).
+        auto g2 = open_image(ImageSpec{base, "qcow2", false}, OpenFlags{});
+        REQUIRE(g2);
+        std::vector<std::byte> r(65536);
+        REQUIRE(g2->root->read(0, r));
+        CHECK(r == w);
+    }
+    // Twice, to see that the write state is set up afresh.
+    REQUIRE(g->reopen_read_write(*b));
+    REQUIRE(b->write(65536, w));
+    REQUIRE(b->flush());
+
+    // A node of another graph is refused.
+    CreateRequest lone;
+    lone.format = "raw";
+    lone.filename = dir / "lone.raw";
+    lone.size = 1 << 20;
+    REQUIRE(create_image(lone));
+    auto other = open_image(ImageSpec{lone.filename, "raw", false}, OpenFlags{});
+    REQUIRE(other);
+    CHECK_FALSE(g->reopen_read_write(*other->root));
+    CHECK(other->root->read_only());
+}
+
+TEST_CASE("reopen_read_write is refused while another process holds the image, and changes nothing") {
+    TempDir dir;
+    const std::string base = dir / "base.qcow2", top = dir / "top.qcow2";
+    CreateRequest req;
+    req.format = "qcow2";
+    req.filename = base;
+    req.size = 1 << 20;
+    REQUIRE(create_image(req));
+    req.filename = top;
+    req.size.reset();
+    req.backing_file = "base.qcow2";
+    req.backing_format = "qcow2";
+    REQUIRE(create_image(req));
+    // Another open file description with a reader's locks, as a qemu that opened the
+    // image read-only holds them ("write" not shared).
+    auto holder = open_image(ImageSpec{base, "qcow2", false}, OpenFlags{});
+    REQUIRE(holder);
+    OpenFlags fl;
+    fl.read_only = false;
+    fl.force_share = false;
+    auto g = open_image(ImageSpec{top, "qcow2", false}, fl);
+    // The top's own open takes its backing file read-only, which a reader shares.
+    REQUIRE(g);
+    Node* b = backing_chain_next(g->root.get());
+    auto st = g->reopen_read_write(*b);
+    REQUIRE_FALSE(st);
+    CHECK(st.error().code == EAGAIN);
+    CHECK(st.error().message.find("base.qcow2") != std::string::npos);
+    CHECK(b->read_only());
+    CHECK(primary_child(*b)->read_only());
+    holder = Result<Graph>(Graph{});
+    REQUIRE(g->reopen_read_write(*b));
+}
+
+TEST_CASE("commit_image finds the chain by role: a filter between the layers neither breaks nor stops it") {
+    TempDir dir;
+    const std::string base = dir / "base.qcow2", mid = dir / "mid.qcow2", top = dir / "top.qcow2";
+    CreateRequest req;
+    req.format = "qcow2";
+    req.filename = base;
+    req.size = 2 << 20;
+    REQUIRE(create_image(req));
+    req.size = 3 << 20;  // the base is smaller: it grows
+    req.filename = mid;
+    req.backing_file = "base.qcow2";
+    req.backing_format = "qcow2";
+    REQUIRE(create_image(req));
+    req.filename = top;
+    req.backing_file = "mid.qcow2";
+    REQUIRE(create_image(req));
+    auto a = pattern(65536, 1), b = pattern(65536, 2), c = pattern(65536, 3);
+    {
+        OpenFlags fl;
+        fl.read_only = false;
+        fl.open_backing = false;
+        auto gb = open_image(ImageSpec{base, "qcow2", false}, fl);
+        REQUIRE(gb);
+        REQUIRE(gb->root->write(0, a));
+        REQUIRE(gb->root->write(65536, a));
+        REQUIRE(gb->root->flush());
+        auto gm = open_image(ImageSpec{mid, "qcow2", false}, fl);
+        REQUIRE(gm);
+        REQUIRE(gm->root->write(65536, b));
+        REQUIRE(gm->root->flush());
+        auto gt = open_image(ImageSpec{top, "qcow2", false}, fl);
+        REQUIRE(gt);
+        REQUIRE(gt->root->write_zeroes(0, 65536));  // a zero cluster over the base's data
+        REQUIRE(gt->root->write((2 << 20) + 65536, c));  // beyond the base's old end
+        REQUIRE(gt->root->flush());
+    }
+    OpenFlags fl;
+    fl.read_only = false;
+    auto g = open_image(ImageSpec{top, "qcow2", false}, fl);
+    REQUIRE(g);
+    Node* m = backing_chain_next(g->root.get());
+    Node* bn = backing_chain_next(m);
+    REQUIRE(bn);
+    // A recording filter over the base, under the middle image's backing edge.
+    std::shared_ptr<Node> bsh;
+    for (const Child& ch : m->children())
+        if (ch.roles & kRoleCow) bsh = ch.node;
+    auto rec = std::make_shared<RecordFilter>();
+    REQUIRE(g->insert_filter_above(bsh, rec));
+    CHECK(backing_chain_next(m) == bn);
+    CHECK(find_backing_image(*g->root, "base.qcow2") == bn);
+    CHECK(find_backing_image(*g->root, dir / "mid.qcow2") == m);
+    CHECK(find_backing_image(*g->root, "nope.qcow2") == nullptr);
+
+    CommitOptions o;
+    o.top = g->root.get();
+    o.base = bn;
+    auto r = commit_image(*g, o);
+    REQUIRE(r);
+    CHECK(r->base_grown);
+    CHECK(r->top_emptied);
+    CHECK(bn->read_only());  // back to read-only
+    CHECK(bn->size() == uint64_t{3} << 20);
+    std::vector<std::byte> got(65536), zero(65536);
+    REQUIRE(bn->read(0, got));
+    CHECK(got == zero);
+    REQUIRE(bn->read(65536, got));
+    CHECK(got == b);  // the middle image was committed too
+    REQUIRE(bn->read((2 << 20) + 65536, got));
+    CHECK(got == c);
+    auto st = g->root->block_status(0, 3 << 20);
+    REQUIRE(st);
+    CHECK((st->flags & kStatusAllocated) == 0u);  // the top is empty
+    CHECK(st->bytes == uint64_t{3} << 20);
+
+    // A base that is not below the top is refused, and nothing is touched.
+    CommitOptions bad;
+    bad.top = bn;
+    auto r2 = commit_image(*g, bad);
+    CHECK_FALSE(r2);
+    CopyOptions co;
+    co.sources = {m};
+    co.target = g->root.get();
+    co.base = g->root.get();
+    CHECK_FALSE(copy_image(co));
 }

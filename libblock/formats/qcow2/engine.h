@@ -100,6 +100,8 @@ protected:
     Status do_flush() override;
     Status do_truncate(uint64_t size, Prealloc prealloc) override;
     Status do_write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c) override;
+    Status do_reopen(bool writable) override;
+    Status do_make_empty() override;
 
 private:
     Json encrypt_;  // null unless encrypted
@@ -132,7 +134,8 @@ private:
     Status check_write_host(uint64_t host, uint64_t guest) const;
 
     // --- zeroes and discard (zero.cpp) ---
-    Status zero_clusters(uint64_t off, uint64_t bytes, unsigned flags, bool discard);
+    // `full` (make_empty): every cluster becomes unallocated, whatever lies below.
+    Status zero_clusters(uint64_t off, uint64_t bytes, unsigned flags, bool discard, bool full = false);
     Result<bool> reads_zero(uint64_t off, uint64_t bytes);
 
     // --- metadata (meta.cpp) ---

@@ -147,6 +147,34 @@ Status Qcow2Node::open_writable(const Json& opts) {
     return {};
 }
 
+// A reopen to writable does what a writable open does after reading the tables: the same
+// refusals (snapshots, bitmaps, dirty or corrupt images), the metadata map and the
+// refcounts. Going back to read-only writes every cache back first.
+Status Qcow2Node::do_reopen(bool writable) {
+    if (writable) {
+        read_only_ = file_->read_only() || data_->read_only();
+        if (read_only_) return make_error(EACCES, name_ + ": its file is still read-only");
+        meta_ = MetadataMap{};
+        Status st = open_writable(options_);
+        if (!st) {
+            read_only_ = true;
+            writable_ = false;
+            refs_.reset();
+            meta_ = MetadataMap{};
+        }
+        return st;
+    }
+    {
+        std::lock_guard lock(mu_);
+        if (writable_ && !broken_) BLK_TRY(writeback_locked(true));
+        writable_ = false;
+    }
+    refs_.reset();
+    meta_ = MetadataMap{};
+    read_only_ = true;
+    return {};
+}
+
 Qcow2Node::~Qcow2Node() {
     // Best effort: what a caller wrote without flushing still reaches the disk, in the safe
     // order; errors go unreported (call flush() to see them). Corrupt images get nothing.

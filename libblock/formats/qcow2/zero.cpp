@@ -82,8 +82,24 @@ Status Qcow2Node::do_discard(uint64_t off, uint64_t bytes) {
     return zero_clusters(a, b - a, kZeroMayUnmap, true);
 }
 
+// qemu's make_empty: a full discard of every cluster (unallocated, not zero, so the
+// backing file shows through again), in every version; snapshots never get here (a
+// writable open refuses them). The host space is freed in the refcounts; the file keeps
+// its length (qemu may rebuild a small image from scratch instead, with the same result
+// for the guest).
+Status Qcow2Node::do_make_empty() {
+    {
+        std::lock_guard lock(mu_);
+        BLK_TRY(writable_locked());
+    }
+    if (size_ == 0) return {};
+    BLK_TRY(zero_clusters(0, size_, kZeroMayUnmap, true, true));
+    std::lock_guard lock(mu_);
+    return writeback_locked(true);
+}
+
 // Makes whole (sub)clusters read as zero through metadata, one L2 table at a time.
-Status Qcow2Node::zero_clusters(uint64_t off, uint64_t bytes, unsigned flags, bool discard) {
+Status Qcow2Node::zero_clusters(uint64_t off, uint64_t bytes, unsigned flags, bool discard, bool full) {
     const uint64_t cs = h_.cluster_size();
     const uint64_t scs = h_.subcluster_size();
     const uint64_t per_l2 = h_.l2_entries() * cs;
@@ -91,7 +107,7 @@ Status Qcow2Node::zero_clusters(uint64_t off, uint64_t bytes, unsigned flags, bo
     const bool unmap = flags & kZeroMayUnmap;
     const bool backing = cow_child(*this) != nullptr;
     const bool raw_data = external_ && (h_.autoclear & kAutoclearDataFileRaw);
-    if (h_.version < 3 && backing) {
+    if (h_.version < 3 && backing && !full) {
         // No zero flag, and unallocated clusters would read the backing file.
         if (flags & kZeroNoFallback) {
             return make_error(ENOTSUP, name_ + ": compat=0.10 images over a backing file cannot zero without writing data");
@@ -121,7 +137,7 @@ Status Qcow2Node::zero_clusters(uint64_t off, uint64_t bytes, unsigned flags, bo
             // A discard with no L2 table and nothing below has nothing to drop. Writing
             // zeroes still records them, as qemu does (its map then says "present"), so
             // convert -n leaves the same image qemu-img does (iotest 122).
-            if ((l1_[off / per_l2] & kOffsetMask) == 0 && !backing && discard) return {};
+            if ((l1_[off / per_l2] & kOffsetMask) == 0 && ((!backing && discard) || full)) return {};
             BLK_TRY_ASSIGN(MetaCache::Entry * t, l2_for_write_locked(off / per_l2));
             for (uint64_t c = first; c < last; ++c) {
                 Plan p;
@@ -137,7 +153,11 @@ Status Qcow2Node::zero_clusters(uint64_t off, uint64_t bytes, unsigned flags, bo
                 const bool owned = hosted && !p.fresh;  // ours to keep (not shared)
                 L2Entry next = old;
                 bool release = false;
-                if (h_.version < 3) {
+                if (full) {
+                    if (old.entry == 0 && old.bitmap == 0) continue;
+                    next = L2Entry{};
+                    release = compressed || hosted;
+                } else if (h_.version < 3) {
                     next = L2Entry{};
                     release = true;
                 } else if (!ext) {

@@ -37,6 +37,12 @@ struct CopyOptions {
     // UINT64_MAX: unknown (zero ranges are written everywhere).
     bool target_has_backing = false;
     uint64_t target_backing_size = UINT64_MAX;
+    // An explicit base (commit): only what the source's layers above `base` allocate is
+    // copied; ranges unallocated down to it are left alone in the target, as with
+    // target_has_backing (which stops each source at its own backing file instead), and
+    // target_backing_size says the same. `base` must be a node of the backing chain of
+    // the single source, below it (filters in between are skipped, as block status does).
+    Node* base = nullptr;
     // -c: the target stores whole compressed clusters (compress_cluster on the workers,
     // write_compressed in guest order).
     bool compress = false;

@@ -123,6 +123,17 @@ public:
     Status flush();
     // Changes the node's size; a grown tail is allocated as `prealloc` says.
     Status truncate(uint64_t size, Prealloc prealloc = Prealloc::Off);
+    // Makes every cluster of this layer unallocated, so that the node reads its backing
+    // file again (qemu's bdrv_make_empty; commit empties its top with it). ENOTSUP where
+    // the format cannot (raw).
+    Status make_empty();
+
+    // Reopens the node in place read-write (`writable`) or read-only, as qemu's reopen:
+    // its data, metadata and filtered children first (never the backing: a layer below is
+    // reopened on its own), then the node itself, which takes what a writable open would
+    // take (the file's write locks, the format's write state). A failure leaves the node
+    // and its children as they were. Use Graph::reopen_read_write on a node in a graph.
+    Status reopen(bool writable);
 
     // --- Compressed writes, split so compression runs on every worker while the writes
     // keep guest order. Only for nodes where can_write_compressed() is true. ---
@@ -229,6 +240,11 @@ protected:
     // Default: ENOTSUP.
     virtual Status do_truncate(uint64_t size, Prealloc prealloc);
     // Default: ENOTSUP.
+    virtual Status do_make_empty();
+    // The node's own part of reopen(), called once its children have been reopened.
+    // Default: takes the new mode (a node with no state of its own for writing).
+    virtual Status do_reopen(bool writable);
+    // Default: ENOTSUP.
     virtual Status do_write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c);
     // One layer's answer, before the generic rules. Default: data at the same offset of
     // nothing (kStatusData) for the whole range.
@@ -289,6 +305,8 @@ protected:
     Status do_truncate(uint64_t size, Prealloc prealloc) override;
     Status do_write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c) override;
     Result<BlockStatus> do_block_status(uint64_t off, uint64_t bytes) override;
+    // Takes the reopened child's mode.
+    Status do_reopen(bool writable) override;
 
 public:
     // Facts of the node below (a subclass that maps its child differently has no filtered
@@ -349,6 +367,12 @@ struct Graph {
     // Removes `parent`'s edge `name`; a Filtered or Primary edge cannot be removed (the
     // node would have nothing to stand on).
     Status detach(const std::shared_ptr<Node>& parent, const std::string& name);
+    // Makes node n of this graph writable in place (Node::reopen), e.g. the base of a
+    // commit inside an otherwise read-only chain; refused (EAGAIN, one line naming the
+    // file) when another process (a running QEMU) holds the image. Parents keep their mode.
+    Status reopen_read_write(Node& n);
+    // Makes n read-only again (its caches written back, its write locks dropped).
+    Status reopen_read_only(Node& n);
 
 private:
     struct Undo;

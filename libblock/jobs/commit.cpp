@@ -1,0 +1,111 @@
+// The commit job (see blk/commit.h).
+#include "blk/commit.h"
+
+#include <climits>
+#include <cstdlib>
+
+#include "blk/driver.h"
+
+namespace blk {
+
+namespace {
+
+// realpath() of `path`, or "" if it does not resolve.
+std::string real_path(const std::string& path) {
+    char buf[PATH_MAX];
+    if (!::realpath(path.c_str(), buf)) return {};
+    return buf;
+}
+
+// A protocol prefix ("nbd:", "file:"), as qemu's path_has_protocol: a colon before any slash.
+bool has_protocol(const std::string& s) {
+    const auto colon = s.find(':');
+    if (colon == std::string::npos) return false;
+    const auto slash = s.find('/');
+    return slash == std::string::npos || colon < slash;
+}
+
+}  // namespace
+
+Node* find_backing_image(Node& top, const std::string& name) {
+    const bool protocol = has_protocol(name) || name.rfind("json:", 0) == 0;
+    for (Node* cur = skip_filters(&top); cur; cur = skip_filters(backing_chain_next(cur))) {
+        Node* below = backing_chain_next(cur);
+        if (!below) break;
+        const std::string stored = cur->backing_file_name();
+        const std::string dir_of = base_filename(*cur);
+        if (protocol || has_protocol(stored) || stored.rfind("json:", 0) == 0) {
+            if (name == stored) return below;
+            auto full = resolve_backing_name(dir_of, stored);
+            if (full && *full == name) return below;
+            continue;
+        }
+        auto want = resolve_backing_name(dir_of, name);
+        auto have = resolve_backing_name(dir_of, stored);
+        if (!want || !have) continue;
+        const std::string a = real_path(*want), b = real_path(*have);
+        if (!a.empty() && a == b) return below;
+    }
+    return nullptr;
+}
+
+Result<CommitStats> commit_image(Graph& g, const CommitOptions& o) {
+    if (!o.top) return make_error(EINVAL, "commit: no top image");
+    Node* layer = skip_filters(o.top);
+    Node* base = o.base ? o.base : backing_chain_next(o.top);
+    if (!base) return make_error(EINVAL, "Image does not have a backing file");
+    // The base must lie below the top, found by role (cow edges, filters skipped).
+    {
+        Node* n = backing_chain_next(o.top);
+        while (n && n != base) n = backing_chain_next(n);
+        if (!n) return make_error(EINVAL, "commit: the base is not in the top's backing chain");
+    }
+    if (!g.contains(base)) return make_error(EINVAL, "commit: the base is not in the graph");
+    CommitStats stats;
+    BLK_TRY(g.reopen_read_write(*base));
+    // Whatever happens next, the base goes back to read-only (written back) at the end.
+    struct Restore {
+        Graph& g;
+        Node* n;
+        bool armed = true;
+        ~Restore() {
+            if (armed) (void)g.reopen_read_only(*n);
+        }
+    } restore{g, base};
+
+    const uint64_t old_size = base->size();
+    if (old_size < o.top->size()) {
+        BLK_TRY(base->truncate(o.top->size()).context("Could not resize the base image"));
+        stats.base_grown = true;
+    }
+    CopyOptions c;
+    c.sources = {o.top};
+    c.target = base;
+    c.base = base;
+    // Beyond its old end a grown base reads as zeroes, unless it has a backing file of its
+    // own that might show through: zero ranges there need no write.
+    c.target_backing_size = cow_child(*skip_filters(base)) ? UINT64_MAX : old_size;
+    c.rate_limit = o.rate_limit;
+    c.threads = o.threads;
+    c.progress = o.progress;
+    c.cancel = o.cancel;
+    // The base keeps its layout: guest-order writes, as qemu's job writes.
+    BLK_TRY_ASSIGN(stats.copy, copy_image(c));  // flushes the base
+
+    if (!o.drop) {
+        // Only now, with the base complete and flushed, is the top emptied.
+        if (layer->read_only()) BLK_TRY(g.reopen_read_write(*layer));
+        Status st = layer->make_empty();
+        if (st) {
+            BLK_TRY(layer->flush());
+            stats.top_emptied = true;
+        } else if (st.error().code != ENOTSUP) {
+            return std::move(st).error();
+        }
+    }
+    restore.armed = false;
+    BLK_TRY(g.reopen_read_only(*base));
+    return stats;
+}
+
+}  // namespace blk

@@ -1,0 +1,167 @@
+# commit against qemu-img 7.2 on chains qemu-img and qemu-io made: each chain is built
+# twice, `blkimg commit` runs on one copy and `qemu-img commit` on the other, from another
+# directory than the images (relative backing names). The bases must read the same
+# (qemu-img compare), the base must pass qemu-img check, the top must be emptied (nothing
+# allocated in it, qemu-img map) unless -d, and stdout and exit code must be qemu-img's.
+# Then locking against a running qemu-io, and the error cases.
+source "$SRCDIR/tests/lib.sh"
+
+qi() { qemu-io "$@" >/dev/null || fail "qemu-io $*"; }
+
+# Nothing of `top` is allocated in the top layer itself (qemu-img map: depth 0).
+top_is_empty() {
+    qemu-img map --output=json "$1" | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+left = [e for e in m if e["depth"] == 0 and (e["data"] or e["zero"])]
+sys.exit(1 if left else 0)' || fail "$2: top $1 still allocates data: $(qemu-img map "$1")"
+}
+top_has_data() {
+    qemu-img map --output=json "$1" | grep -q '"depth": 0, .*"data": true' || fail "$2: top $1 was emptied"
+}
+
+# run_case NAME BASE TOP [ARGS...]: images are made in mk_NAME(DIR); blkimg runs in
+# b/NAME, qemu-img in q/NAME, both called from the working directory.
+run_case() {
+    local name=$1 base=$2 top=$3; shift 3
+    rm -rf "b/$name" "q/$name"; mkdir -p "b/$name" "q/$name"
+    "mk_$name" "b/$name"
+    cp -a "b/$name/." "q/$name/"
+    qemu-img compare -q "b/$name/$top" "q/$name/$top" || fail "$name: setup"
+    local before; before=$(mktemp -p .); qemu-img convert -O raw "b/$name/$top" "$before"
+    local qrc=0 brc=0
+    qemu-img commit "$@" "q/$name/$top" >q.out 2>q.err || qrc=$?
+    "$BLKIMG" commit "$@" "b/$name/$top" >b.out 2>b.err || brc=$?
+    [ "$qrc" = 0 ] || fail "$name: qemu-img commit $* failed: $(cat q.err)"
+    [ "$brc" = 0 ] || fail "$name: blkimg commit $* exited $brc: $(cat b.err)"
+    # -p: the steps between 0% and 100% (and how often a line repeats) follow each tool's
+    # request sizes; the start, the end and everything else must agree.
+    for f in q.out b.out; do tr '\r' '\n' <"$f" | grep -Ev '^    \((([1-9][0-9]?)\.[0-9]{2}|0\.[0-9][1-9]|0\.[1-9][0-9])/100%\)$' | uniq >"$f.lines"; done
+    cmp -s q.out.lines b.out.lines || fail "$name: stdout '$(cat b.out.lines)', qemu-img '$(cat q.out.lines)'"
+    [ ! -s b.err ] || fail "$name: stderr $(cat b.err)"
+    qemu-img compare "b/$name/$base" "q/$name/$base" >/dev/null ||
+        fail "$name: base differs from qemu-img's: $(qemu-img compare "b/$name/$base" "q/$name/$base")"
+    local bsz qsz
+    bsz=$(qemu-img info --output=json "b/$name/$base" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')
+    qsz=$(qemu-img info --output=json "q/$name/$base" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')
+    expect_eq "$name: base size" "$qsz" "$bsz"
+    case "$base" in *.qcow2) qemu-img check -q "b/$name/$base" || fail "$name: qemu-img check of the base" ;; esac
+    case " $* " in
+        *" -d "* | *" -b "*) top_has_data "b/$name/$top" "$name" ;;
+        *) top_is_empty "b/$name/$top" "$name"; qemu-img check -q "b/$name/$top" || fail "$name: check of the emptied top" ;;
+    esac
+    # The chain reads as qemu-img's does afterwards, and (emptied top or -d) as before.
+    qemu-img compare -q "b/$name/$top" "q/$name/$top" || fail "$name: the top reads differently from qemu-img's"
+    qemu-img compare -q -f qcow2 -F raw "b/$name/$top" "$before" || fail "$name: the top no longer reads as before"
+    rm -f "$before"
+    ok "$name: commit $*"
+}
+
+# qcow2 base, top with data over base data, zero clusters over base data, compressed
+# clusters, partial clusters, and a base smaller than the top.
+mk_q2() {
+    qemu-img create -q -f qcow2 "$1/base.qcow2" 4M
+    qi -c 'write -P 1 0 4M' "$1/base.qcow2"
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$1/top.qcow2" 6M
+    qi -c 'write -P 2 64k 128k' -c 'write -z 1M 256k' -c 'write -c -P 3 2M 64k' -c 'write -P 4 3000 1000' \
+        -c 'write -P 5 5M 64k' -c 'write -z 5200k 64k' "$1/top.qcow2"
+}
+run_case q2 base.qcow2 top.qcow2
+run_case q2 base.qcow2 top.qcow2 -d
+run_case q2 base.qcow2 top.qcow2 -p
+run_case q2 base.qcow2 top.qcow2 -q -t none -r 100M
+
+# raw base (grows too), zeroes punched into it.
+mk_r2() {
+    qemu-img create -q -f raw "$1/base.raw" 2M
+    qi -f raw -c 'write -P 7 0 2M' "$1/base.raw"
+    qemu-img create -q -f qcow2 -b base.raw -F raw "$1/top.qcow2" 3M
+    qi -c 'write -z 0 128k' -c 'write -P 8 1M 1536k' -c 'write -c -P 9 192k 64k' "$1/top.qcow2"
+}
+run_case r2 base.raw top.qcow2
+run_case r2 base.raw top.qcow2 -f qcow2
+
+# Three layers, the middle one in a subdirectory named relatively: the default base is the
+# middle image; -b names the bottom one (as stored in the middle image, or by a path that
+# resolves to it), committing the middle one too.
+mk_q3() {
+    mkdir -p "$1/sub"
+    qemu-img create -q -f qcow2 "$1/base.qcow2" 2M
+    qi -c 'write -P 1 0 2M' "$1/base.qcow2"
+    qemu-img create -q -f qcow2 -b ../base.qcow2 -F qcow2 "$1/sub/mid.qcow2" 2M
+    qi -c 'write -P 2 0 512k' -c 'write -z 1M 64k' "$1/sub/mid.qcow2"
+    qemu-img create -q -f qcow2 -b sub/mid.qcow2 -F qcow2 "$1/top.qcow2" 3M
+    qi -c 'write -P 3 256k 512k' -c 'write -c -P 4 1536k 64k' -c 'write -P 5 2M 1M' "$1/top.qcow2"
+}
+run_case q3 sub/mid.qcow2 top.qcow2
+run_case q3 base.qcow2 top.qcow2 -b ../base.qcow2
+# The qemu-img run gets its own absolute path: it must name its copy.
+rm -rf b/q3 q/q3; mkdir -p b/q3 q/q3; mk_q3 b/q3; cp -a b/q3/. q/q3/
+qemu-img commit -q -b "$PWD/q/q3/base.qcow2" q/q3/top.qcow2
+"$BLKIMG" commit -q -b "$PWD/b/q3/base.qcow2" b/q3/top.qcow2 || fail "commit -b ABSOLUTE"
+qemu-img compare -q b/q3/base.qcow2 q/q3/base.qcow2 || fail "commit -b ABSOLUTE: bases differ"
+qemu-img check -q b/q3/base.qcow2 || fail "commit -b ABSOLUTE: check"
+# With --image-opts.
+rm -rf b/q3 q/q3; mkdir -p b/q3 q/q3; mk_q3 b/q3; cp -a b/q3/. q/q3/
+qemu-img commit -q --image-opts driver=qcow2,file.filename=q/q3/top.qcow2
+"$BLKIMG" commit -q --image-opts driver=qcow2,file.filename=b/q3/top.qcow2 || fail "commit --image-opts"
+qemu-img compare -q b/q3/sub/mid.qcow2 q/q3/sub/mid.qcow2 || fail "commit --image-opts: bases differ"
+top_is_empty b/q3/top.qcow2 "--image-opts"
+ok "commit -b with an absolute path, --image-opts"
+
+# Errors: exit code and message as qemu-img's.
+same_error() {
+    local qrc=0 brc=0
+    qemu-img commit "$@" >q.out 2>q.err || qrc=$?
+    "$BLKIMG" commit "$@" >b.out 2>b.err || brc=$?
+    # qemu-img repeats "Could not open 'X': " where the file layer said it already; blkimg
+    # says it once (as every blkimg command does).
+    sed -i -E "s/^qemu-img: //; /^WARNING|^ +Automatically|^ +Specify the/d; s/Could not open '([^']*)': Could not open '\\1': /Could not open '\\1': /" q.err
+    sed -i 's/^blkimg: //; s/blkimg/qemu-img/' b.err
+    [ "$qrc" = "$brc" ] || fail "commit $*: exit $brc, qemu-img exits $qrc"
+    cmp -s q.err b.err || fail "commit $*: stderr '$(cat b.err)', qemu-img '$(cat q.err)'"
+    cmp -s q.out b.out || fail "commit $*: stdout '$(cat b.out)', qemu-img '$(cat q.out)'"
+}
+rm -rf e; mkdir e; mk_q3 e
+qemu-img create -q -f qcow2 e/lone.qcow2 1M
+qemu-img create -q -f raw e/lone.raw 1M
+cp e/base.qcow2 e/base.before
+same_error e/lone.qcow2
+same_error -f raw e/lone.raw
+same_error e/lone.raw
+same_error -b nope.qcow2 e/top.qcow2
+same_error -b top.qcow2 e/top.qcow2
+same_error -t bogus e/top.qcow2
+same_error -r 12x e/top.qcow2
+same_error
+same_error e/top.qcow2 e/base.qcow2
+same_error e/missing.qcow2
+cmp -s e/base.qcow2 e/base.before || fail "a failed commit changed the base"
+ok "error cases as qemu-img"
+
+# Locking: a running qemu-io holding the base (read-write or read-only) or the top makes
+# commit refuse, with nothing written.
+wait_lock() { for _ in $(seq 50); do grep -Eq " ($1|[0-9]+) $1\$" /proc/locks && return; sleep 0.1; done; fail "qemu-io took no lock on byte $1"; }
+# A read-only holder of the bottom image shares reading: only a commit into it is refused.
+for holder_args in "-f qcow2 e/base.qcow2" "-r -f qcow2 e/base.qcow2" "-f qcow2 e/top.qcow2" "-f qcow2 e/sub/mid.qcow2"; do
+    cp e/top.qcow2 e/top.before; cp e/sub/mid.qcow2 e/mid.before
+    # shellcheck disable=SC2086
+    qemu-io $holder_args -c 'sleep 20000' &
+    holder=$!
+    case "$holder_args" in -r*) wait_lock 201 ;; *) wait_lock 101 ;; esac
+    for commit_args in "" "-b ../base.qcow2"; do
+        case "$holder_args/$commit_args" in -r*/) continue ;; esac
+        # shellcheck disable=SC2086
+        qemu-img commit $commit_args e/top.qcow2 >/dev/null 2>&1 && fail "holder $holder_args: qemu-img commit $commit_args was not refused (test setup)"
+        # shellcheck disable=SC2086
+        expect_fail 1 "Failed to get .*lock.*is another process using the image \[.*\]\?" "$BLKIMG" commit $commit_args e/top.qcow2
+    done
+    kill "$holder"; wait "$holder" 2>/dev/null || true
+    cmp -s e/base.qcow2 e/base.before || fail "holder $holder_args: the base changed"
+    cmp -s e/sub/mid.qcow2 e/mid.before || fail "holder $holder_args: the middle image changed"
+    cmp -s e/top.qcow2 e/top.before || fail "holder $holder_args: the top changed"
+done
+# Released: it works again, and the base is writable by qemu-io afterwards (locks dropped).
+"$BLKIMG" commit -q e/top.qcow2 || fail "commit after the holders left"
+qi -c 'write -P 9 0 4k' e/sub/mid.qcow2
+ok "a running qemu-io holding the chain is refused"
