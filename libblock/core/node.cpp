@@ -464,8 +464,12 @@ Status FilterNode::do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags)
 
 Status FilterNode::do_discard(uint64_t off, uint64_t bytes) { return below().discard(off, bytes); }
 
-Status FilterNode::do_reopen(bool) {
+Status FilterNode::do_reopen(bool writable) {
     children_changed();
+    // Going read-only the filter stops taking writes before its child does (its child is
+    // still writable here, so taking the child's mode would leave the filter writable);
+    // going writable the child already is.
+    read_only_ = !writable;
     return {};
 }
 

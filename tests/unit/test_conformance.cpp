@@ -1,7 +1,8 @@
 // The driver contract, run on every driver and filter stack blkimg opens: bounds, reads of
 // what was written, zero writes (with and without unmap), block status that covers the range
 // and agrees with the bytes, discard, flush, growth (or its clean refusal), and the same after
-// a filter is inserted above the top node and above its primary child. A new driver or filter
+// a filter is inserted above the top node and above its primary child, and across a reopen
+// to read-only and back. A new driver or filter
 // joins by adding a Stack below; everything here then holds for it.
 #include <doctest/doctest.h>
 
@@ -257,6 +258,28 @@ TEST_CASE("every driver and filter stack keeps the node contract") {
             exercise(top2, s, want, 3);
             REQUIRE(g->remove_filter(*below));
             break;
+        }
+        // Reopened read-only in place: reads the same, refuses writes; writable again, takes
+        // them.
+        {
+            INFO("reopen");
+            auto ro = g->reopen_read_only(top2);
+            INFO((ro ? std::string() : ro.error().message));
+            REQUIRE(static_cast<bool>(ro));
+            CHECK(top2.read_only());
+            std::vector<std::byte> w(4096);
+            fill_pattern(w, 11);
+            CHECK_FALSE(top2.write(0, w));
+            CHECK_FALSE(top2.write_zeroes(0, 4096));
+            if (s.stores_data) CHECK(initial_content(top2) == want);
+            auto rw = g->reopen_read_write(top2);
+            INFO((rw ? std::string() : rw.error().message));
+            REQUIRE(static_cast<bool>(rw));
+            CHECK_FALSE(top2.read_only());
+            REQUIRE(top2.write(0, w));
+            if (s.stores_data) std::copy(w.begin(), w.end(), want.begin());
+            REQUIRE(top2.flush());
+            if (s.stores_data) CHECK(initial_content(top2) == want);
         }
         grow(top2, s, want);
         // Removed again, the stack reads the same.
