@@ -114,6 +114,20 @@ struct Top : MemNode {
     Top() : MemNode(4096, true) {}
 };
 
+// A qcow2 base of `size` bytes and a qcow2 top over it (backing name relative, as stored).
+void make_chain(const std::string& base, const std::string& top, uint64_t size) {
+    CreateRequest req;
+    req.format = "qcow2";
+    req.filename = base;
+    req.size = size;
+    REQUIRE(create_image(req));
+    req.filename = top;
+    req.size.reset();
+    req.backing_file = "base.qcow2";
+    req.backing_format = "qcow2";
+    REQUIRE(create_image(req));
+}
+
 }  // namespace
 
 TEST_CASE("an inserted filter takes its child's size and writability and passes real I/O") {
@@ -461,16 +475,7 @@ TEST_CASE("a recording filter inserted under a qcow2 node's file after open sees
 TEST_CASE("reopen_read_write makes a read-only backing file writable in place, and back") {
     TempDir dir;
     const std::string base = dir / "base.qcow2", top = dir / "top.qcow2";
-    CreateRequest req;
-    req.format = "qcow2";
-    req.filename = base;
-    req.size = 4 << 20;
-    REQUIRE(create_image(req));
-    req.filename = top;
-    req.size.reset();
-    req.backing_file = "base.qcow2";
-    req.backing_format = "qcow2";
-    REQUIRE(create_image(req));
+    make_chain(base, top, 4 << 20);
     OpenFlags fl;
     fl.read_only = false;
     auto g = open_image(ImageSpec{top, "qcow2", false}, fl);
@@ -525,16 +530,7 @@ TEST_CASE("reopen_read_write makes a read-only backing file writable in place, a
 TEST_CASE("reopen_read_write is refused while another process holds the image, and changes nothing") {
     TempDir dir;
     const std::string base = dir / "base.qcow2", top = dir / "top.qcow2";
-    CreateRequest req;
-    req.format = "qcow2";
-    req.filename = base;
-    req.size = 1 << 20;
-    REQUIRE(create_image(req));
-    req.filename = top;
-    req.size.reset();
-    req.backing_file = "base.qcow2";
-    req.backing_format = "qcow2";
-    REQUIRE(create_image(req));
+    make_chain(base, top, 1 << 20);
     // Another open file description with a reader's locks, as a qemu that opened the
     // image read-only holds them ("write" not shared).
     auto holder = open_image(ImageSpec{base, "qcow2", false}, OpenFlags{});
