@@ -80,7 +80,11 @@ int cmd_check(int argc, char** argv) {
     if (!check_output(output)) return 1;
     if (!repair.empty()) {
         if (repair != "leaks" && repair != "all") {
-            print_error("Unknown option value for -r (expecting 'leaks' or 'all'): " + repair);
+            return usage_error("Unknown option value for -r (expecting 'leaks' or 'all'): " + repair);
+        }
+        // A repair writes: a shared (-U) open is refused, as qemu-img refuses it.
+        if (args.force_share) {
+            print_error("Could not open '" + args.filename + "': force-share=on can only be used with read-only images");
             return 1;
         }
         print_error("check -r is not supported yet");

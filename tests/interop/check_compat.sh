@@ -50,8 +50,8 @@ same_as_qemu() {  # same_as_qemu ARGS...: stdout, stderr (program name dropped) 
     local qrc=0 brc=0
     qemu-img check "$@" >q.out 2>q.err || qrc=$?
     "$BLKIMG" check "$@" >b.out 2>b.err || brc=$?
-    sed -i 's/^qemu-img: //' q.err
-    sed -i 's/^blkimg: //' b.err
+    sed -i "s/^qemu-img: //; s/^Try 'qemu-img /Try 'PROG /" q.err
+    sed -i "s/^blkimg: //; s/^Try 'blkimg /Try 'PROG /" b.err
     [ "$qrc" = "$brc" ] || fail "check $*: exit $brc, qemu-img exits $qrc ($(cat q.out q.err))"
     cmp -s q.out b.out || fail "check $*: stdout '$(cat b.out)', qemu-img '$(cat q.out)'"
     cmp -s q.err b.err || fail "check $*: stderr '$(cat b.err)', qemu-img '$(cat q.err)'"
@@ -95,6 +95,10 @@ cp a.qcow2 twice.qcow2; poke twice.qcow2 twice; both twice.qcow2 2
 cp a.qcow2 copied.qcow2; poke copied.qcow2 copied; both copied.qcow2 2
 cp a.qcow2 l1r.qcow2; poke l1r.qcow2 l1-reserved; both l1r.qcow2 2
 cp c.qcow2 ceof.qcow2; poke ceof.qcow2 compressed-eof; both ceof.qcow2 2
+
+# -r: a bad value and -U (a repair writes) are refused in qemu-img's words.
+same_as_qemu -r foo a.qcow2 >/dev/null
+same_as_qemu -U -r leaks a.qcow2 >/dev/null
 
 # A format without checks: qemu-img's message and exit code 63.
 qemu-img create -q -f raw r.img 1M
