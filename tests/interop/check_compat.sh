@@ -38,6 +38,12 @@ elif what == 'compressed-eof':  # keep the size field, move the offset far past 
     put64(l2, (e & ~((1 << shift) - 1)) | (len(d) + 100 * cs))
 elif what == 'l1-reserved':
     put64(l1, be64(l1) | 2)
+elif what == 'unaligned':       # data cluster offset off the cluster boundary
+    put64(l2, be64(l2) + 512)
+elif what == 'ext-bitmap':      # extended L2: subcluster 0 both allocated and zero
+    struct.pack_into('>Q', d, l2 + 8, struct.unpack_from('>Q', d, l2 + 8)[0] | (1 << 32) | 1)
+elif what == 'refblock-outside':
+    put64(rt + 8, len(d) * 4 // cs * cs)
 elif what == 'huge-l1':
     struct.pack_into('>I', d, 36, 0x7fffffff)
 elif what == 'reftable-eof':
@@ -94,6 +100,9 @@ cp a.qcow2 l2l1.qcow2; poke l2l1.qcow2 l2-into-l1; both l2l1.qcow2 2
 cp a.qcow2 twice.qcow2; poke twice.qcow2 twice; both twice.qcow2 2
 cp a.qcow2 copied.qcow2; poke copied.qcow2 copied; both copied.qcow2 2
 cp a.qcow2 l1r.qcow2; poke l1r.qcow2 l1-reserved; both l1r.qcow2 2
+cp a.qcow2 ua.qcow2; poke ua.qcow2 unaligned; both ua.qcow2 2
+cp x.qcow2 xb.qcow2; poke xb.qcow2 ext-bitmap; both xb.qcow2 2
+cp a.qcow2 rbo.qcow2; poke rbo.qcow2 refblock-outside; both rbo.qcow2 2
 cp c.qcow2 ceof.qcow2; poke ceof.qcow2 compressed-eof; both ceof.qcow2 2
 
 # -r: a bad value and -U (a repair writes) are refused in qemu-img's words.
