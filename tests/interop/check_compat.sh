@@ -90,6 +90,9 @@ both t.qcow2 0
 qemu-img create -q -f qcow2 -o cluster_size=4096 f.qcow2 16M
 args=(); for i in $(seq 1 40); do args+=(-c "write -P $i $((i * 131072)) 4096"); done; qi "${args[@]}" f.qcow2
 both f.qcow2 0
+cp a.qcow2 bm.qcow2; qemu-img bitmap --add bm.qcow2 b0; qemu-img bitmap --add -g 512k bm.qcow2 b1
+qi -c 'write -P 9 0 1M' -c 'write -P 9 50M 64k' bm.qcow2
+both bm.qcow2 0
 qemu-img create -q -f qcow2 e.qcow2 1G
 both e.qcow2 0
 

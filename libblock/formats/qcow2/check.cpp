@@ -20,6 +20,7 @@ constexpr uint64_t kL2BitmapAllAlloc = 0xffffffffull;
 // The in-memory refcount array may grow past the file by less than one cluster per
 // reference (qemu allows a semi-allocated last cluster); this bounds it.
 constexpr uint64_t kMaxCheckClusters = 1ull << 31;
+constexpr uint64_t kMaxBitmapDirBytes = 64ull << 20;  // qemu's QCOW2_MAX_BITMAP_DIRECTORY_SIZE
 
 struct SnapshotRef {
     std::string id, name;
@@ -86,6 +87,7 @@ public:
         inc(h_.snapshots_offset, snap_bytes);
         inc(h_.refcount_table_offset, reftable_.size() * 8);
         if (h_.crypto_length) inc(h_.crypto_offset, h_.crypto_length);
+        BLK_TRY(count_bitmaps());
         check_refblocks();
         compare_refcounts();
         BLK_TRY(check_copied());
@@ -253,6 +255,35 @@ private:
             }
             if (!data_file_) inc(off, cs_);
         }
+    }
+
+    // Persistent bitmaps: the directory, each bitmap table and the data clusters it names.
+    // qemu ignores the extension when the autoclear bit is clear.
+    Status count_bitmaps() {
+        if (!h_.has_bitmaps_ext || !(h_.autoclear & kAutoclearBitmaps) || h_.nb_bitmaps == 0) return {};
+        if (h_.bitmap_dir_size > kMaxBitmapDirBytes) return make_error(EFBIG, "bitmap directory too large");
+        std::vector<std::byte> dir(h_.bitmap_dir_size);
+        BLK_TRY(read(h_.bitmap_dir_offset, dir));
+        inc(h_.bitmap_dir_offset, dir.size());
+        uint64_t pos = 0;
+        for (uint32_t i = 0; i < h_.nb_bitmaps; ++i) {
+            if (pos + 24 > dir.size()) return make_error(EINVAL, "bitmap directory entry past its end");
+            const std::byte* e = dir.data() + pos;
+            const uint64_t table_off = load_be64(e) & kOffsetMask;
+            const uint32_t table_size = load_be32(e + 8);
+            const uint16_t name_size = load_be16(e + 18);
+            const uint32_t extra = load_be32(e + 20);
+            pos = (pos + 24 + uint64_t{extra} + name_size + 7) & ~7ull;
+            if (uint64_t{table_size} * 8 > kMaxL1Bytes) return make_error(EFBIG, "bitmap table too large");
+            inc(table_off, uint64_t{table_size} * 8);
+            std::vector<std::byte> table(uint64_t{table_size} * 8);
+            BLK_TRY(read(table_off, table));
+            for (uint32_t j = 0; j < table_size; ++j) {
+                const uint64_t off = load_be64(table.data() + uint64_t{j} * 8) & kOffsetMask;
+                if (off) inc(off, cs_);
+            }
+        }
+        return {};
     }
 
     void check_refblocks() {
