@@ -44,6 +44,8 @@ elif what == 'ext-bitmap':      # extended L2: subcluster 0 both allocated and z
     struct.pack_into('>Q', d, l2 + 8, struct.unpack_from('>Q', d, l2 + 8)[0] | (1 << 32) | 1)
 elif what == 'refblock-outside':
     put64(rt + 8, len(d) * 4 // cs * cs)
+elif what == 'refblock-unaligned':
+    put64(rt + 8, rb + 512)
 elif what == 'huge-l1':
     struct.pack_into('>I', d, 36, 0x7fffffff)
 elif what == 'reftable-eof':
@@ -106,6 +108,7 @@ cp a.qcow2 l1r.qcow2; poke l1r.qcow2 l1-reserved; both l1r.qcow2 2
 cp a.qcow2 ua.qcow2; poke ua.qcow2 unaligned; both ua.qcow2 2
 cp x.qcow2 xb.qcow2; poke xb.qcow2 ext-bitmap; both xb.qcow2 2
 cp a.qcow2 rbo.qcow2; poke rbo.qcow2 refblock-outside; both rbo.qcow2 2
+cp a.qcow2 rbu.qcow2; poke rbu.qcow2 refblock-unaligned; both rbu.qcow2 2
 cp c.qcow2 ceof.qcow2; poke ceof.qcow2 compressed-eof; both ceof.qcow2 2
 
 # -r: a bad value and -U (a repair writes) are refused in qemu-img's words.

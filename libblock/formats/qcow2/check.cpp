@@ -294,6 +294,12 @@ private:
                 r_.corruptions++;
                 continue;
             }
+            if (off & (cs_ - 1)) {
+                line(fmt("ERROR refcount block %" PRId64 " is not cluster aligned; refcount table entry corrupted",
+                         static_cast<int64_t>(i)));
+                r_.corruptions++;
+                continue;
+            }
             if (off / cs_ >= nb_clusters_) {
                 r_.corruptions++;
                 line(fmt("ERROR refcount block %" PRId64 " is outside image", static_cast<int64_t>(i)));
