@@ -11,7 +11,7 @@ _blkimg() {
         esac
     done
     if [ -z "$cmd" ]; then
-        COMPREPLY=($(compgen -W "commit compare convert create graph info map --help --version --list-drivers --list-commands --list-formats --list-formats=create" -- "$cur"))
+        COMPREPLY=($(compgen -W "check commit compare convert create graph info map --help --version --list-drivers --list-commands --list-formats --list-formats=create" -- "$cur"))
         return
     fi
     if [ "$cmd" = create ]; then
@@ -20,6 +20,11 @@ _blkimg() {
     fi
     # compare's -s is --strict, a flag (map's -s takes an offset).
     if [ "$cmd" = compare ] && [ "$prev" = -s ]; then prev=--strict; fi
+    # check's -r is --repair (convert's -r is a rate limit).
+    if [ "$cmd" = check ] && { [ "$prev" = -r ] || [ "$prev" = --repair ]; }; then
+        COMPREPLY=($(compgen -W "leaks all" -- "$cur"))
+        return
+    fi
     case "$prev" in
         -O|--target-format)
             # Only formats that can create an image.
@@ -61,6 +66,7 @@ _blkimg() {
         graph) opts="$common" ;;
         info) opts="$common --backing-chain" ;;
         map) opts="$common -s --start-offset -l --max-length" ;;
+        check) opts="$common -T --cache -r --repair -q --quiet" ;;
         commit) opts="-f --format --image-opts --object -t --cache -b --base -d --drop -r --rate-limit -p --progress
             -q --quiet -h --help" ;;
         compare) opts="-f --a-format -F --b-format --image-opts --object -T --cache -s --strict -U --force-share

@@ -18,6 +18,7 @@ function __blkimg_drivers
     blkimg --list-drivers 2>/dev/null; or printf '%s\n' file null-co preallocate qcow2 raw
 end
 
+complete -c blkimg -f -n __blkimg_no_command -a check -d 'check an image\'s metadata for errors and leaked clusters'
 complete -c blkimg -f -n __blkimg_no_command -a commit -d 'write an image into its backing file and empty it'
 complete -c blkimg -f -n __blkimg_no_command -a compare -d 'check whether two images have the same content'
 complete -c blkimg -f -n __blkimg_no_command -a convert -d 'copy images into a new or existing image'
@@ -31,19 +32,24 @@ complete -c blkimg -f -n __blkimg_no_command -l list-drivers -d 'list drivers'
 complete -c blkimg -f -n __blkimg_no_command -l list-commands -d 'list commands'
 complete -c blkimg -f -n __blkimg_no_command -l list-formats -a create -d 'list format drivers (=create: those that can create)'
 
-for c in graph info map
+for c in check graph info map
     complete -c blkimg -n "__fish_seen_subcommand_from $c" -s f -l format -x -a '(__blkimg_drivers)' -d 'image format'
     complete -c blkimg -n "__fish_seen_subcommand_from $c" -l image-opts -d 'filename is dotted image options'
     complete -c blkimg -n "__fish_seen_subcommand_from $c" -l object -x -d 'define an object'
     complete -c blkimg -n "__fish_seen_subcommand_from $c" -s U -l force-share -d 'open shared, even if in use'
     complete -c blkimg -n "__fish_seen_subcommand_from $c" -s h -l help -d 'show help'
 end
-complete -c blkimg -n '__fish_seen_subcommand_from info map' -l output -x -a 'human json' -d 'output format'
+complete -c blkimg -n '__fish_seen_subcommand_from check info map' -l output -x -a 'human json' -d 'output format'
 complete -c blkimg -n '__fish_seen_subcommand_from graph' -l output -x -a 'human json dot' -d 'output format'
 complete -c blkimg -n '__fish_seen_subcommand_from info' -l backing-chain -d 'show every image of the backing chain'
 complete -c blkimg -n '__fish_seen_subcommand_from map' -s s -l start-offset -x -d 'start at this offset'
 complete -c blkimg -n '__fish_seen_subcommand_from map' -s l -l max-length -x -d 'map at most this many bytes'
 
+# check
+set -l ck '__fish_seen_subcommand_from check'
+complete -c blkimg -n $ck -s T -l cache -x -a 'none off writeback writethrough directsync unsafe' -d 'cache mode'
+complete -c blkimg -n $ck -s r -l repair -x -a 'leaks all' -d 'repair leaks or all errors (not supported yet)'
+complete -c blkimg -n $ck -s q -l quiet -d 'print nothing but errors'
 # commit
 set -l cmt '__fish_seen_subcommand_from commit'
 complete -c blkimg -n $cmt -s f -l format -x -a '(__blkimg_drivers)' -d 'image format'

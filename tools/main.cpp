@@ -8,6 +8,7 @@
 #include "common.h"
 
 namespace blkimg {
+int cmd_check(int argc, char** argv);
 int cmd_commit(int argc, char** argv);
 int cmd_compare(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
@@ -26,6 +27,7 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
+    {"check", blkimg::cmd_check, "check an image's metadata for errors and leaked clusters"},
     {"commit", blkimg::cmd_commit, "write an image's data into its backing file and empty the image"},
     {"compare", blkimg::cmd_compare, "check whether two images have the same content"},
     {"convert", blkimg::cmd_convert, "copy images into a new or existing image, converting the format"},

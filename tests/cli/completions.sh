@@ -58,7 +58,7 @@ expect_eq "bash: graph flags" "--force-share" "$(bash_complete blkimg graph --fo
 ok "bash completion"
 
 # Every flag in --help appears in every completion file.
-for c in commit compare convert create graph info map; do
+for c in check commit compare convert create graph info map; do
     for flag in $("$BLKIMG" $c --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
         for f in blkimg.bash _blkimg blkimg.fish; do
             name=${flag#--}
@@ -111,7 +111,7 @@ fi
 if command -v groff >/dev/null; then
     warnings=$(groff -man -Tutf8 -ww "$SRCDIR/man/blkimg.1" 2>&1 >/dev/null)
     [ -z "$warnings" ] || fail "man page warnings: $warnings"
-    for c in commit compare convert create graph info map; do
+    for c in check commit compare convert create graph info map; do
         for flag in $("$BLKIMG" $c --help | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
             grep -q -- "$(echo "${flag#--}" | sed 's/-/\\\\-/g')" "$SRCDIR/man/blkimg.1" || fail "man page lacks $flag"
         done

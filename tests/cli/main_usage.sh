@@ -7,7 +7,8 @@ null-co
 preallocate
 qcow2
 raw" "$("$BLKIMG" --list-drivers)"
-expect_eq "--list-commands" "commit
+expect_eq "--list-commands" "check
+commit
 compare
 convert
 create
@@ -16,7 +17,7 @@ info
 map" "$("$BLKIMG" --list-commands)"
 expect_fail 1 "Command not found: frobnicate" "$BLKIMG" frobnicate
 expect_fail 1 "Not enough arguments" "$BLKIMG"
-for c in compare graph info map; do
+for c in check compare graph info map; do
     "$BLKIMG" $c --help | grep -q -- "--output" || fail "$c --help lacks --output"
     "$BLKIMG" $c --help | grep -q -- "--image-opts" || fail "$c --help lacks --image-opts"
 done

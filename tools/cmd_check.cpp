@@ -1,0 +1,130 @@
+// blkimg check: a read-only consistency check of an image's metadata (qemu-img check
+// compatible: report lines, summary, JSON and exit codes).
+#include <cinttypes>
+#include <cstdio>
+#include <string>
+
+#include "blk/check.h"
+#include "common.h"
+#include "qjson.h"
+
+namespace blkimg {
+
+namespace {
+
+// qemu-img check's exit codes.
+constexpr int kExitClean = 0;
+constexpr int kExitNotCompleted = 1;
+constexpr int kExitCorrupt = 2;
+constexpr int kExitLeaks = 3;
+constexpr int kExitNoChecks = 63;
+
+void print_human(const blk::CheckResult& r) {
+    if (r.corruptions == 0 && r.leaks == 0 && r.check_errors == 0) {
+        std::printf("No errors were found on the image.\n");
+    } else {
+        if (r.corruptions) {
+            std::printf("\n%" PRIu64 " errors were found on the image.\n"
+                        "Data may be corrupted, or further writes to the image may corrupt it.\n",
+                        r.corruptions);
+        }
+        if (r.leaks) {
+            std::printf("\n%" PRIu64 " leaked clusters were found on the image.\n"
+                        "This means waste of disk space, but no harm to data.\n",
+                        r.leaks);
+        }
+        if (r.check_errors) std::printf("\n%" PRIu64 " internal errors have occurred during the check.\n", r.check_errors);
+    }
+    if (r.total_clusters != 0 && r.allocated_clusters != 0) {
+        const double alloc = static_cast<double>(r.allocated_clusters);
+        std::printf("%" PRIu64 "/%" PRIu64 " = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
+                    r.allocated_clusters, r.total_clusters, alloc * 100.0 / static_cast<double>(r.total_clusters),
+                    static_cast<double>(r.fragmented_clusters) * 100.0 / alloc,
+                    static_cast<double>(r.compressed_clusters) * 100.0 / alloc);
+    }
+    if (r.image_end_offset > 0) std::printf("Image end offset: %" PRIu64 "\n", r.image_end_offset);
+}
+
+// qemu-img's ImageCheck: every counter but check-errors is left out when it is zero.
+std::string json_result(const blk::CheckResult& r, const std::string& filename) {
+    blk::Json j = blk::Json::object();
+    j["filename"] = filename;
+    j["format"] = "qcow2";
+    j["check-errors"] = r.check_errors;
+    if (r.image_end_offset) j["image-end-offset"] = r.image_end_offset;
+    if (r.corruptions) j["corruptions"] = r.corruptions;
+    if (r.leaks) j["leaks"] = r.leaks;
+    if (r.total_clusters) j["total-clusters"] = r.total_clusters;
+    if (r.allocated_clusters) j["allocated-clusters"] = r.allocated_clusters;
+    if (r.fragmented_clusters) j["fragmented-clusters"] = r.fragmented_clusters;
+    if (r.compressed_clusters) j["compressed-clusters"] = r.compressed_clusters;
+    return qemu_pretty_json(j) + "\n";
+}
+
+}  // namespace
+
+int cmd_check(int argc, char** argv) {
+    CLI::App app("Check an image's metadata for consistency (read-only). Exit status: 0 no errors, 1 check not "
+                 "completed, 2 corruptions, 3 leaked clusters only, 63 format without checks.",
+                 prog_name() + " check");
+    ImageArgs args;
+    std::string cache, output = "human", repair;
+    bool quiet = false;
+    add_image_flags(app, args);
+    app.add_option("-T,--cache", cache, "cache mode (none, off, directsync: O_DIRECT)")->type_name("CACHE");
+    app.add_option("-r,--repair", repair, "repair leaks or all errors (not supported yet)")->type_name("leaks|all");
+    app.add_flag("-q,--quiet", quiet, "print nothing but errors (the exit status tells the verdict)");
+    add_output_flag(app, output);
+    if (int rc = parse_cli(app, argc, argv); rc >= 0) return rc;
+    if (int rc = check_one_filename(app); rc >= 0) return rc;
+    if (!check_output(output)) return 1;
+    if (!repair.empty()) {
+        if (repair != "leaks" && repair != "all") {
+            return usage_error("Unknown option value for -r (expecting 'leaks' or 'all'): " + repair);
+        }
+        // A repair writes: a shared (-U) open is refused, as qemu-img refuses it.
+        if (args.force_share) {
+            print_error("Could not open '" + args.filename + "': force-share=on can only be used with read-only images");
+            return 1;
+        }
+        print_error("check -r is not supported yet");
+        return 1;
+    }
+    if (!cache.empty()) {
+        if (!valid_cache_mode(cache)) {
+            print_error("Invalid source cache option: " + cache);
+            return 1;
+        }
+        args.cache_direct = cache_mode_direct(cache);
+    }
+    auto g = open_image_args(args, false);
+    if (!g) {
+        print_error(g.error().message);
+        return kExitNotCompleted;
+    }
+    auto r = blk::check_image(g->root.get());
+    if (!r) {
+        if (r.error().code == ENOTSUP) {
+            print_error(r.error().message);
+            return kExitNoChecks;
+        }
+        print_error(args.filename + ": " + r.error().message);
+        return kExitNotCompleted;
+    }
+    for (const std::string& line : r->lines) std::fprintf(stderr, "%s\n", line.c_str());
+    std::fflush(stderr);
+    if (!quiet) {
+        if (output == "json") {
+            const std::string text = json_result(*r, args.filename);
+            std::fwrite(text.data(), 1, text.size(), stdout);
+        } else {
+            print_human(*r);
+        }
+    }
+    if (r->check_errors) return kExitNotCompleted;
+    if (r->corruptions) return kExitCorrupt;
+    if (r->leaks) return kExitLeaks;
+    return kExitClean;
+}
+
+}  // namespace blkimg
