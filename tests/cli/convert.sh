@@ -566,6 +566,24 @@ if [ "$QCOW2" = 1 ]; then
     qemu-img compare -q mixed.raw o.qcow2 || fail "raw -> qcow2 differs"
     rm -f o.qcow2 q.qcow2 mixed.raw
     ok "a qcow2 target is cut back to its last cluster"
+
+    # While the copy runs, the new qcow2 file is already a step (128 MiB) longer than its
+    # data: the filter is in the target's graph, between the qcow2 node and its file.
+    mkdir pre && head -c 8M /dev/urandom > pre/d.raw
+    "$BLKIMG" convert -r 2M -O qcow2 pre/d.raw pre/o.qcow2 &
+    pid=$!
+    grown=0
+    for _ in $(seq 1 60); do
+        sleep 0.1
+        len=$(find pre -name '.o.qcow2.blkimg-*' -printf '%s\n' 2>/dev/null | head -n1)
+        if [ -n "$len" ] && [ "$len" -ge $((64 << 20)) ]; then grown=1; break; fi
+    done
+    wait $pid || fail "rate-limited raw -> qcow2"
+    [ "$grown" = 1 ] || fail "the qcow2 target did not grow through the preallocate filter"
+    [ "$(stat -c %s pre/o.qcow2)" -lt $((16 << 20)) ] || fail "the preallocated step was not cut back"
+    qemu-img compare -q pre/d.raw pre/o.qcow2 || fail "rate-limited raw -> qcow2 differs"
+    rm -rf pre
+    ok "a new qcow2 target grows through preallocate, inserted by a graph edit"
 fi
 
 expect_eq "sources unchanged" "$sums" "$(md5sum s.raw big.raw r5.raw sparse.raw c.raw bad.qcow2)"
