@@ -1,9 +1,9 @@
 // blkimg info: facts about an image and, with --backing-chain, each image below it
 // (qemu-img info compatible; JSON adds qemu 8's "children").
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <ctime>
-#include <set>
 
 #include "common.h"
 #include "qjson.h"
@@ -34,8 +34,11 @@ blk::Json image_info(const blk::Node& n) {
     if (!fs.is_null()) info["format-specific"] = fs;
     blk::Json children = blk::Json::array();
     // qemu lists a node's children newest first.
+    // The backing file is a layer of its own (--backing-chain shows it next), not a child:
+    // qemu-img opens each layer without it.
     const auto& ch = n.children();
     for (auto it = ch.rbegin(); it != ch.rend(); ++it) {
+        if (it->roles & blk::kRoleCow) continue;
         children.push_back(blk::Json{{"name", it->name}, {"info", image_info(*it->node)}});
     }
     info["children"] = children;
@@ -117,42 +120,37 @@ int cmd_info(int argc, char** argv) {
     if (int rc = check_one_filename(app); rc >= 0) return rc;
     if (!check_output(output)) return 1;
 
+    // The whole chain is opened once, as one graph (metadata only: no guest data is read,
+    // data files are not opened), and walked layer by layer by role: backing_chain_next
+    // follows the cow edge and passes over filters, so a filter anywhere in the chain
+    // neither stops the walk nor shows as a layer. The opener resolves each backing name
+    // from its image's directory and refuses a loop. Without --backing-chain only the
+    // image itself is opened, so a missing backing file does not stop info.
+    auto g = open_image_args(args, chain, true, true);
+    if (!g) {
+        // qemu-img opens the layers one by one and names only the one that failed: the
+        // opener's message for the deepest backing file, without the layers above it.
+        std::string msg = g.error().message;
+        const std::string via = "Could not open backing file '";
+        if (const size_t at = msg.rfind(via); chain && at != std::string::npos) {
+            if (const size_t end = msg.find("': ", at + via.size()); end != std::string::npos) msg = msg.substr(end + 3);
+        }
+        if (const size_t at = msg.rfind("Backing file '"); chain && g.error().code == ELOOP && at != std::string::npos)
+            msg = msg.substr(at);
+        print_error(msg);
+        return 1;
+    }
     std::vector<blk::Json> infos;
     std::vector<bool> incomplete;
-    std::set<std::string> seen;
-    ImageArgs cur = args;
-    for (;;) {
-        // Each layer is opened without its backing file, so a missing backing still shows.
-        auto g = open_image_args(cur, false, true, true);
-        if (!g) {
-            print_error(g.error().message);
-            return 1;
-        }
-        blk::Json info = image_info(*g->root);
+    for (blk::Node* layer = g->root.get(); layer; layer = chain ? blk::backing_chain_next(layer) : nullptr) {
+        blk::Json info = image_info(*layer);
         // qemu 7.2 has no format-specific facts for a protocol node (qemu 8 added an empty
         // "file" block, kept under "children"): at the top it prints neither the block nor
         // an empty "Format specific information:" header.
         if (info.contains("format-specific") && info["format-specific"].value("data", blk::Json::object()).empty())
             info.erase("format-specific");
         infos.push_back(info);
-        incomplete.push_back(raw_flagged_incomplete(g->root.get()));
-        if (!chain || !info.contains("backing-filename")) break;
-        seen.insert(info["filename"].get<std::string>());
-        if (!info.contains("full-backing-filename")) {
-            print_error("Could not determine the path of backing file '" + info["backing-filename"].get<std::string>() +
-                        "' of '" + info["filename"].get<std::string>() + "'");
-            return 1;
-        }
-        const std::string next = info["full-backing-filename"].get<std::string>();
-        if (seen.count(next)) {
-            print_error("Backing file '" + next + "' creates an infinite loop.");
-            return 1;
-        }
-        cur = ImageArgs{};
-        cur.filename = next;
-        cur.format = info.value("backing-filename-format", "");
-        cur.objects = args.objects;
-        cur.force_share = args.force_share;
+        incomplete.push_back(raw_flagged_incomplete(layer));
     }
 
     if (output == "json") {

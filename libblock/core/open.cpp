@@ -158,9 +158,9 @@ Result<std::shared_ptr<Node>> OpenContext::open_backing(Node& parent, const Json
     bopts = with_parent_cache(parent_opts, std::move(bopts));
     std::string own = chain_key(overlay_filename);
     std::string key = chain_key(label);
-    if (key == own) return make_error(ELOOP, "backing file '" + label + "' loops back to the image itself");
+    if (key == own) return make_error(ELOOP, "Backing file '" + label + "' creates an infinite loop.");
     for (const std::string& k : chain_) {
-        if (k == key) return make_error(ELOOP, "backing file loop: '" + label + "' is already in the chain");
+        if (k == key) return make_error(ELOOP, "Backing file '" + label + "' creates an infinite loop.");
     }
     if (chain_.size() + 1 >= flags_.max_chain_depth) {
         return make_error(ELOOP, "backing chain deeper than " + std::to_string(flags_.max_chain_depth) + " images");

@@ -231,3 +231,21 @@ expect_fail 1 "^blkimg: Expecting one image file name$" "$BLKIMG" graph a b
 expect_fail 1 "does not support the option 'foo'" "$BLKIMG" graph 'json:{"driver":"raw","file":{"driver":"file","filename":"../d/w.img"},"foo":1}'
 expect_fail 1 "mutually exclusive" "$BLKIMG" graph -f raw --image-opts driver=raw,file.filename=../d/w.img
 ok "bad input: one line, exit 1"
+
+# --- info --backing-chain walks the opened graph by role ---
+# A backing file given by options (here a raw image behind a preallocate filter) is the
+# layer info shows: the one blkimg reads, not the name stored in the image's header; the
+# filter between the layers is passed over, not shown as a layer.
+mkdir -p walk && cd walk
+qemu-img create -q -f qcow2 base.qcow2 1M
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
+qemu-img create -q -f raw other.raw 2M
+spec="driver=qcow2,file.filename=top.qcow2,backing.driver=preallocate,backing.file.driver=raw,backing.file.file.filename=other.raw"
+expect_eq "layers by role" "image: json:{\"backing\": {\"driver\": \"preallocate\", \"file\": {\"driver\": \"raw\", \"file\": {\"driver\": \"file\", \"filename\": \"other.raw\"}}}, \"driver\": \"qcow2\", \"file\": {\"driver\": \"file\", \"filename\": \"top.qcow2\"}}
+file format: qcow2
+image: other.raw
+file format: raw" "$("$BLKIMG" info --backing-chain --image-opts "$spec" | grep -E '^(image|file format):')"
+expect_eq "layers of the stored chain" "image: top.qcow2
+image: base.qcow2" "$("$BLKIMG" info --backing-chain top.qcow2 | grep '^image:')"
+cd ..
+ok "info --backing-chain walks the graph by role"

@@ -73,6 +73,25 @@ mv v3.qcow2 moved.qcow2
 same_info --output=json orphan.qcow2
 ok "missing backing file still shows"
 
+# --backing-chain opens the chain as one graph: a missing backing file and loops (an image
+# its own backing file, and two images backing each other) stop it with qemu-img's error
+# and nothing on standard output.
+same_info --backing-chain orphan.qcow2
+[ ! -s b.out ] || fail "a failed --backing-chain printed: $(cat b.out)"
+qemu-img create -q -f qcow2 self.qcow2 1M
+qemu-img rebase -u -b self.qcow2 -F qcow2 self.qcow2
+qemu-img create -q -f qcow2 loop-a.qcow2 1M
+qemu-img create -q -f qcow2 -b loop-a.qcow2 -F qcow2 loop-b.qcow2
+qemu-img rebase -u -b loop-b.qcow2 -F qcow2 loop-a.qcow2
+for img in self.qcow2 loop-b.qcow2; do
+    same_info --backing-chain "$img"
+    grep -q "creates an infinite loop" b.err || fail "$img: $(cat b.err)"
+    same_info "$img"
+    # qemu-img convert follows such a chain for ever; blkimg refuses it.
+    expect_fail 1 "creates an infinite loop" timeout 20 "$BLKIMG" convert -O raw "$img" loop.raw
+done
+ok "--backing-chain: missing backing file and loops as qemu-img"
+
 # Errors: a nonexistent file.
 same_info nonexistent.qcow2
 ok "errors match"
