@@ -118,15 +118,6 @@ std::string opt_text(const blk::Json& opts, const std::string& key) {
     return it->is_string() ? it->get<std::string>() : it->dump();
 }
 
-// The cache mode on the target's options (children and backing files inherit it): "unsafe"
-// skips the host's flush (qemu's cache.no-flush), so only format caches are written back at
-// the end; "none", "off" and "directsync" bypass the host's page cache (cache.direct, O_DIRECT).
-void apply_cache_mode(blk::Json& node, bool no_flush, bool direct) {
-    if (!node.is_object()) return;
-    if (no_flush) node["cache"]["no-flush"] = "on";
-    if (direct) node["cache"]["direct"] = "on";
-}
-
 // A new qcow2 image grows as its clusters are allocated, and the file system would then
 // allocate blocks behind every write: a preallocate filter inserted above the image's file
 // (a graph edit on the opened target, so the qcow2 node reaches its file through it) grows
@@ -333,14 +324,14 @@ int Converter::open_target() {
     }
     const std::string label = "Could not open '" + p_.target + "'";
     auto opened = [&]() -> blk::Result<blk::Graph> {
-        BLK_TRY_ASSIGN(blk::Json opts, blk::image_spec_options(spec));
-        apply_cache_mode(opts, !p_.flush, p_.direct);
         blk::OpenFlags flags;
         flags.read_only = false;
         flags.allow_probe = a_.tgt_image_opts;
-        blk::OpenContext ctx(blk::Registry::builtin(), flags, &objects_);
-        BLK_TRY_ASSIGN(std::shared_ptr<blk::Node> root, ctx.open(opts));
-        blk::Graph g{std::move(root)};
+        // -t: "unsafe" skips the host's flush, so only format caches are written back at the
+        // end; "none", "off" and "directsync" bypass the host's page cache.
+        flags.cache_no_flush = !p_.flush;
+        flags.cache_direct = p_.direct;
+        BLK_TRY_ASSIGN(blk::Graph g, blk::open_image(spec, flags, &objects_));
         if (!a_.no_create && !new_target_.direct() && p_.out_fmt == "qcow2") BLK_TRY(insert_preallocate(g));
         return g;
     }();

@@ -60,21 +60,9 @@ blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing
     flags.open_backing = open_backing;
     flags.no_io = no_io;
     flags.skip_data_file = skip_data_file;
-    blk::ImageSpec spec{args.filename, args.format, args.image_opts};
-    auto g = [&]() -> blk::Result<blk::Graph> {
-        BLK_TRY_ASSIGN(blk::Json opts, blk::image_spec_options(spec));
-        if (!args.image_opts && blk::is_json_filename(args.filename)) strip_graph_facts(opts);
-        // Children and backing files inherit it; options the image names itself win.
-        if ((args.cache_direct || args.cache_no_flush) && opts.is_object()) {
-            if (!opts.contains("cache")) opts["cache"] = blk::Json::object();
-            blk::Json& cache = opts["cache"];
-            if (args.cache_direct && cache.is_object() && !cache.contains("direct")) cache["direct"] = "on";
-            if (args.cache_no_flush && cache.is_object() && !cache.contains("no-flush")) cache["no-flush"] = "on";
-        }
-        blk::OpenContext ctx(blk::Registry::builtin(), flags, &objects);
-        BLK_TRY_ASSIGN(std::shared_ptr<blk::Node> root, ctx.open(opts));
-        return blk::Graph{std::move(root)};
-    }();
+    flags.cache_direct = args.cache_direct;
+    flags.cache_no_flush = args.cache_no_flush;
+    auto g = blk::open_image(blk::ImageSpec{args.filename, args.format, args.image_opts}, flags, &objects);
     if (!g) {
         blk::Error e = std::move(g).error();
         // Avoid "Could not open 'x': Could not open 'x': ..." when the file layer said it already.
@@ -93,21 +81,6 @@ blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing
     return g;
 }
 
-void strip_graph_facts(blk::Json& opts) {
-    if (opts.is_array()) {
-        for (blk::Json& e : opts) strip_graph_facts(e);
-        return;
-    }
-    if (!opts.is_object()) return;
-    for (auto it = opts.begin(); it != opts.end();) {
-        if (!it.key().empty() && it.key()[0] == '@') {
-            it = opts.erase(it);
-        } else {
-            strip_graph_facts(it.value());
-            ++it;
-        }
-    }
-}
 
 bool raw_flagged_incomplete(blk::Node* root) {
     // raw without offset/size is a filter over its file (it passes the question down).

@@ -50,10 +50,6 @@ bool is_lock_conflict(const blk::Error& e);
 blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing = true, bool no_io = false,
                                         bool skip_data_file = false);
 
-// Removes every key starting with '@' from a json: options tree, at any depth: the facts
-// `blkimg graph --output=json` prints beside the options (node names, sizes, edges, children
-// the image names itself), so its output opens again as the graph it describes.
-void strip_graph_facts(blk::Json& opts);
 
 // The name messages start with: the last component of argv[0], as qemu-img and coreutils do,
 // so that blkimg installed or linked as qemu-img prints "qemu-img: ..." like the original.

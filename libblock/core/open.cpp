@@ -250,9 +250,39 @@ Result<Json> image_spec_options(const ImageSpec& spec) {
     return opts;
 }
 
+namespace {
+
+// Removes every key starting with '@' from an options tree, at any depth: the facts `blkimg
+// graph --output=json` prints beside the options (node names, sizes, edges, children the
+// image names itself).
+void strip_graph_facts(Json& opts) {
+    if (opts.is_array()) {
+        for (Json& e : opts) strip_graph_facts(e);
+        return;
+    }
+    if (!opts.is_object()) return;
+    for (auto it = opts.begin(); it != opts.end();) {
+        if (!it.key().empty() && it.key()[0] == '@') {
+            it = opts.erase(it);
+        } else {
+            strip_graph_facts(it.value());
+            ++it;
+        }
+    }
+}
+
+}  // namespace
+
 Result<Graph> open_image(const ImageSpec& spec, const OpenFlags& flags, const ObjectStore* objects,
                          const Registry& reg) {
     BLK_TRY_ASSIGN(Json opts, image_spec_options(spec));
+    if (!spec.image_opts && is_json_filename(spec.filename)) strip_graph_facts(opts);
+    if ((flags.cache_direct || flags.cache_no_flush) && opts.is_object()) {
+        if (!opts.contains("cache")) opts["cache"] = Json::object();
+        Json& cache = opts["cache"];
+        if (flags.cache_direct && cache.is_object() && !cache.contains("direct")) cache["direct"] = "on";
+        if (flags.cache_no_flush && cache.is_object() && !cache.contains("no-flush")) cache["no-flush"] = "on";
+    }
     OpenContext ctx(reg, flags, objects);
     BLK_TRY_ASSIGN(std::shared_ptr<Node> root, ctx.open(opts));
     return Graph{std::move(root)};

@@ -638,3 +638,27 @@ TEST_CASE("commit_image finds the chain by role: a filter between the layers nei
     co.base = g->root.get();
     CHECK_FALSE(copy_image(co));
 }
+
+TEST_CASE("open_image is the one open path: cache flags reach every node unless the spec names its own") {
+    TempDir dir;
+    const std::string path = dir / "f.raw";
+    write_file(path, std::vector<std::byte>(65536));
+    auto cache_of = [](const Node& n) { return n.options().value("cache", Json::object()); };
+    OpenFlags fl;
+    fl.cache_no_flush = true;
+    auto g = open_image(ImageSpec{path, "raw", false}, fl);
+    REQUIRE(g);
+    for (Node* n : g->nodes()) CHECK(cache_of(*n).value("no-flush", "") == "on");
+    CHECK_FALSE(cache_of(*g->root).contains("direct"));
+    // An option the spec names itself wins over the flag.
+    auto own = open_image(ImageSpec{"driver=raw,cache.no-flush=off,file.filename=" + path, "", true}, fl);
+    REQUIRE(own);
+    CHECK(cache_of(*own->root).value("no-flush", "") == "off");
+    // A json: filename as `graph --output=json` prints it, facts ('@' keys) and all, opens.
+    const Json facts{{"driver", "raw"}, {"@node-name", "#block001"}, {"@size", 65536},
+                     {"file", {{"driver", "file"}, {"filename", path}, {"@size", 65536}}}};
+    auto back = open_image(ImageSpec{"json:" + facts.dump(), "", false}, OpenFlags{});
+    REQUIRE(back);
+    CHECK(back->root->size() == 65536);
+    CHECK_FALSE(open_image(ImageSpec{"driver=raw,@size=1,file.filename=" + path, "", true}, OpenFlags{}));
+}

@@ -109,6 +109,11 @@ struct OpenFlags {
     // no file it names as data). `graph` leaves it false to show the whole graph.
     bool skip_data_file = false;
     unsigned max_chain_depth = 16;
+    // Cache mode for every node of the graph (qemu-img's -t/-T): O_DIRECT (cache.direct) and
+    // no host flush (cache.no-flush). Children and backing files inherit them; an option
+    // the image spec names itself wins.
+    bool cache_direct = false;
+    bool cache_no_flush = false;
 };
 
 // State shared by every node opened for one graph: flags, objects, the chain being opened
@@ -179,7 +184,10 @@ struct ImageSpec {
 // Builds the options tree for an image spec (-f FMT FILE, --image-opts, json:).
 Result<Json> image_spec_options(const ImageSpec& spec);
 
-// Opens an image spec into a graph.
+// Opens an image spec into a graph: the one open path of every command. Options are built
+// from the spec (image_spec_options); a json: filename is taken as `blkimg graph
+// --output=json` prints it (its '@' facts are dropped, so that output opens again as the
+// graph it describes); the flags' cache mode is applied; then the root is opened.
 Result<Graph> open_image(const ImageSpec& spec, const OpenFlags& flags,
                          const ObjectStore* objects = nullptr,
                          const Registry& reg = Registry::builtin());
