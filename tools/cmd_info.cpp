@@ -12,6 +12,74 @@ namespace blkimg {
 
 namespace {
 
+// The typed facts libblock reports, as qemu's QAPI objects (SnapshotInfo,
+// ImageInfoSpecific); qemu_pretty_json puts the keys in qemu's order.
+blk::Json snapshot_json(const blk::SnapshotFacts& s) {
+    blk::Json j{{"id", s.id},
+                {"name", s.name},
+                {"vm-state-size", s.vm_state_size},
+                {"date-sec", s.date_sec},
+                {"date-nsec", s.date_nsec},
+                {"vm-clock-sec", s.vm_clock_ns / 1000000000ull},
+                {"vm-clock-nsec", s.vm_clock_ns % 1000000000ull}};
+    if (s.icount) j["icount"] = *s.icount;
+    return j;
+}
+
+blk::Json encrypt_json(const blk::EncryptFacts& e) {
+    blk::Json j{{"format", e.format}};
+    if (e.format != "luks") return j;
+    j["cipher-alg"] = e.cipher_alg;
+    j["cipher-mode"] = e.cipher_mode;
+    j["ivgen-alg"] = e.ivgen_alg;
+    if (e.ivgen_hash_alg) j["ivgen-hash-alg"] = *e.ivgen_hash_alg;
+    j["hash-alg"] = e.hash_alg;
+    j["payload-offset"] = e.payload_offset;
+    j["master-key-iters"] = e.master_key_iters;
+    j["uuid"] = e.uuid;
+    j["slots"] = blk::Json::array();
+    for (const blk::LuksSlotFacts& s : e.slots) {
+        blk::Json slot{{"active", s.active}, {"key-offset", s.key_offset}};
+        if (s.iters) slot["iters"] = *s.iters;
+        if (s.stripes) slot["stripes"] = *s.stripes;
+        j["slots"].push_back(std::move(slot));
+    }
+    return j;
+}
+
+blk::Json qcow2_json(const blk::Qcow2Facts& f) {
+    blk::Json d = blk::Json::object();
+    d["compat"] = f.v3 ? "1.1" : "0.10";
+    d["compression-type"] = f.compression_type;
+    d["refcount-bits"] = f.refcount_bits;
+    if (f.v3) {
+        if (f.data_file) d["data-file"] = *f.data_file;
+        if (f.has_data_file) d["data-file-raw"] = f.data_file_raw;
+        d["extended-l2"] = f.extended_l2;
+        d["lazy-refcounts"] = f.lazy_refcounts;
+        d["corrupt"] = f.corrupt;
+        if (!f.bitmaps.empty()) {
+            blk::Json bitmaps = blk::Json::array();
+            for (const blk::BitmapFacts& b : f.bitmaps) {
+                blk::Json flags = blk::Json::array();
+                if (b.in_use) flags.push_back("in-use");
+                if (b.auto_flag) flags.push_back("auto");
+                bitmaps.push_back(blk::Json{{"flags", flags}, {"name", b.name}, {"granularity", b.granularity}});
+            }
+            d["bitmaps"] = bitmaps;
+        }
+    }
+    if (f.encrypt) d["encrypt"] = encrypt_json(*f.encrypt);
+    return d;
+}
+
+// {"type": ..., "data": {...}}, or null for a node with no format-specific facts.
+blk::Json format_specific_json(const blk::FormatFacts& facts) {
+    if (const auto* q = std::get_if<blk::Qcow2Facts>(&facts)) return blk::Json{{"type", "qcow2"}, {"data", qcow2_json(*q)}};
+    if (std::holds_alternative<blk::FileFacts>(facts)) return blk::Json{{"type", "file"}, {"data", blk::Json::object()}};
+    return nullptr;
+}
+
 // ImageInfo of one node, keys in qemu's QAPI field order (which breaks QDict ties).
 blk::Json image_info(const blk::Node& n) {
     blk::Json info = blk::Json::object();
@@ -28,9 +96,12 @@ blk::Json image_info(const blk::Node& n) {
         if (auto full = blk::resolve_backing_name(blk::base_filename(n), backing)) info["full-backing-filename"] = *full;
         if (!n.backing_format().empty()) info["backing-filename-format"] = n.backing_format();
     }
-    blk::Json snaps = n.snapshots();
-    if (!snaps.empty()) info["snapshots"] = snaps;
-    blk::Json fs = n.format_specific();
+    const std::vector<blk::SnapshotFacts> snaps = n.snapshots();
+    if (!snaps.empty()) {
+        info["snapshots"] = blk::Json::array();
+        for (const blk::SnapshotFacts& s : snaps) info["snapshots"].push_back(snapshot_json(s));
+    }
+    blk::Json fs = format_specific_json(n.format_specific());
     if (!fs.is_null()) info["format-specific"] = fs;
     blk::Json children = blk::Json::array();
     // qemu lists a node's children newest first.

@@ -43,7 +43,7 @@ bool known_hash(std::string_view h) {
 
 }  // namespace
 
-Result<Json> luks_header_info(Node& file, uint64_t offset) {
+Result<EncryptFacts> luks_header_info(Node& file, uint64_t offset) {
     auto bad = [](const std::string& why) { return make_error(EINVAL, why); };
     if (offset > file.size() || file.size() - offset < kHeaderBytes) {
         return bad("LUKS header at offset " + std::to_string(offset) + " lies past the end of the file");
@@ -83,34 +83,32 @@ Result<Json> luks_header_info(Node& file, uint64_t offset) {
     const std::string alg = cipher_alg(cipher_name, key_bytes);
     if (alg.empty()) return bad("Unsupported cipher '" + cipher_name + "' with key size " + std::to_string(key_bytes * 8));
 
-    Json slots = Json::array();
+    EncryptFacts info;
     for (size_t i = 0; i < kSlots; ++i) {
         const std::byte* s = b + 208 + 48 * i;
         const uint32_t state = load_be32(s);
         if (state != kSlotEnabled && state != kSlotDisabled) {
             return bad("Keyslot " + std::to_string(i) + " state (active/disable) is corrupted");
         }
-        Json slot = Json::object();
-        slot["active"] = state == kSlotEnabled;
-        slot["key-offset"] = uint64_t{load_be32(s + 40)} * kSector;
-        if (state == kSlotEnabled) {
-            slot["iters"] = load_be32(s + 4);
-            slot["stripes"] = load_be32(s + 44);
+        LuksSlotFacts slot;
+        slot.active = state == kSlotEnabled;
+        slot.key_offset = uint64_t{load_be32(s + 40)} * kSector;
+        if (slot.active) {
+            slot.iters = load_be32(s + 4);
+            slot.stripes = load_be32(s + 44);
         }
-        slots.push_back(std::move(slot));
+        info.slots.push_back(slot);
     }
 
-    Json info = Json::object();
-    info["format"] = "luks";
-    info["cipher-alg"] = alg;
-    info["cipher-mode"] = mode;
-    info["ivgen-alg"] = ivgen;
-    if (!ivgen_hash.empty()) info["ivgen-hash-alg"] = ivgen_hash;
-    info["hash-alg"] = hash;
-    info["payload-offset"] = uint64_t{payload_sector} * kSector;
-    info["master-key-iters"] = mk_iters;
-    info["uuid"] = uuid;
-    info["slots"] = slots;
+    info.format = "luks";
+    info.cipher_alg = alg;
+    info.cipher_mode = mode;
+    info.ivgen_alg = ivgen;
+    if (!ivgen_hash.empty()) info.ivgen_hash_alg = ivgen_hash;
+    info.hash_alg = hash;
+    info.payload_offset = uint64_t{payload_sector} * kSector;
+    info.master_key_iters = mk_iters;
+    info.uuid = uuid;
     return info;
 }
 

@@ -8,10 +8,9 @@
 
 namespace blk {
 
-// Reads and checks the LUKS header at `offset` of `file` and returns qemu's
-// QCryptoBlockInfo for it: {"format":"luks", "cipher-alg", "cipher-mode", "ivgen-alg",
-// ["ivgen-hash-alg"], "hash-alg", "payload-offset", "master-key-iters", "uuid", "slots"}.
+// Reads and checks the LUKS header at `offset` of `file` and returns its facts (qemu's
+// QCryptoBlockInfo: cipher, mode, IV generator, hashes, payload offset, key slots).
 // Nothing is decrypted; the key is not needed.
-Result<Json> luks_header_info(Node& file, uint64_t offset);
+Result<EncryptFacts> luks_header_info(Node& file, uint64_t offset);
 
 }  // namespace blk

@@ -210,7 +210,7 @@ public:
     bool is_protocol() const override { return true; }
     int host_fd() const override { return fd_.get(); }
     std::string exact_filename() const override { return path_; }
-    Json format_specific() const override { return Json{{"type", "file"}, {"data", Json::object()}}; }
+    FormatFacts format_specific() const override { return FileFacts{}; }
 
     Result<uint64_t> allocated_file_size() const override {
         struct stat st;

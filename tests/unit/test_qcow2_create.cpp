@@ -430,3 +430,30 @@ TEST_CASE("a failed create leaves no file behind and keeps an existing one it co
     REQUIRE_FALSE(st);
     CHECK(access(req.filename.c_str(), F_OK) != 0);  // the image made before the data file failed is gone
 }
+
+TEST_CASE("a created image reports its facts typed: qcow2's format-specific facts, the file's, no snapshots") {
+    TempDir dir;
+    const std::string path = dir.path + "/facts.qcow2";
+    blk::CreateRequest req;
+    req.format = "qcow2";
+    req.filename = path;
+    req.options = typed({{"lazy_refcounts", "on"}, {"refcount_bits", "4"}, {"compression_type", "zstd"}});
+    req.size = 1 << 20;
+    REQUIRE(blk::create_image(req));
+    auto g = blk::open_image(blk::ImageSpec{path, "qcow2", false}, blk::OpenFlags{});
+    REQUIRE(g);
+    const blk::FormatFacts facts = g->root->format_specific();
+    const auto* q = std::get_if<blk::Qcow2Facts>(&facts);
+    REQUIRE(q);
+    CHECK(q->v3);
+    CHECK(q->lazy_refcounts);
+    CHECK(q->refcount_bits == 4);
+    CHECK(q->compression_type == "zstd");
+    CHECK_FALSE(q->corrupt);
+    CHECK_FALSE(q->has_data_file);
+    CHECK(q->bitmaps.empty());
+    CHECK_FALSE(q->encrypt);
+    CHECK(g->root->snapshots().empty());
+    const blk::FormatFacts file_facts = blk::primary_child(*g->root)->format_specific();
+    CHECK(std::holds_alternative<blk::FileFacts>(file_facts));
+}

@@ -74,16 +74,16 @@ public:
 
     Status init(OpenContext& ctx, const Json& opts, std::shared_ptr<Node> file);
 
-    Json snapshots() const override { return snapshots_; }
+    std::vector<SnapshotFacts> snapshots() const override { return snapshots_; }
     bool supports_backing() const override { return true; }
     std::string backing_file_name() const override { return h_.backing_file; }
     std::string backing_format() const override { return h_.backing_format; }
     std::optional<uint64_t> cluster_size() const override { return h_.cluster_size(); }
     std::optional<bool> dirty() const override;
-    Json format_specific() const override;
-    bool encrypted() const override { return !encrypt_.is_null(); }
-    // An encrypted image opened for its metadata only: its "encrypt" info block.
-    void set_encrypt_info(Json info) { encrypt_ = std::move(info); }
+    FormatFacts format_specific() const override;
+    bool encrypted() const override { return encrypt_.has_value(); }
+    // An encrypted image opened for its metadata only: how it is encrypted.
+    void set_encrypt_info(EncryptFacts info) { encrypt_ = std::move(info); }
 
     bool can_write_compressed() const override;
     Result<CompressedCluster> compress_cluster(std::span<const std::byte> data) const override;
@@ -104,7 +104,7 @@ protected:
     Status do_make_empty() override;
 
 private:
-    Json encrypt_;  // null unless encrypted
+    std::optional<EncryptFacts> encrypt_;  // set when encrypted
     using Lock = std::unique_lock<std::mutex>;
 
     // --- open (qcow2.cpp) ---
@@ -160,8 +160,8 @@ private:
     bool external_ = false;
     std::string name_;
     std::vector<uint64_t> l1_;
-    Json bitmaps_ = Json::array();
-    Json snapshots_ = Json::array();
+    std::vector<BitmapFacts> bitmaps_;
+    std::vector<SnapshotFacts> snapshots_;
 
     mutable std::mutex mu_;  // guards everything below: L1, caches, refcounts, header, in-flight
     MetaCache l2_cache_;

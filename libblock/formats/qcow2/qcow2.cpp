@@ -188,28 +188,23 @@ std::optional<bool> Qcow2Node::dirty() const {
     return static_cast<bool>(h_.incompatible & kIncompatDirty);
 }
 
-Json Qcow2Node::format_specific() const {
+FormatFacts Qcow2Node::format_specific() const {
     std::lock_guard lock(mu_);
-    Json d = Json::object();
-    if (h_.version < 3) {
-        d["compat"] = "0.10";
-        d["compression-type"] = h_.compression == CompressionType::Zstd ? "zstd" : "zlib";
-        d["refcount-bits"] = 1u << h_.refcount_order;
-    } else {
-        d["compat"] = "1.1";
-        if (h_.incompatible & kIncompatDataFile) {
-            if (!h_.data_file.empty()) d["data-file"] = h_.data_file;
-            d["data-file-raw"] = static_cast<bool>(h_.autoclear & kAutoclearDataFileRaw);
-        }
-        d["extended-l2"] = h_.extended_l2();
-        d["lazy-refcounts"] = static_cast<bool>(h_.compatible & kCompatLazyRefcounts);
-        d["corrupt"] = static_cast<bool>(h_.incompatible & kIncompatCorrupt);
-        d["refcount-bits"] = 1u << h_.refcount_order;
-        if (!bitmaps_.empty()) d["bitmaps"] = bitmaps_;
-        d["compression-type"] = h_.compression == CompressionType::Zstd ? "zstd" : "zlib";
+    Qcow2Facts f;
+    f.v3 = h_.version >= 3;
+    f.compression_type = h_.compression == CompressionType::Zstd ? "zstd" : "zlib";
+    f.refcount_bits = 1u << h_.refcount_order;
+    if (f.v3) {
+        f.has_data_file = (h_.incompatible & kIncompatDataFile) != 0;
+        if (f.has_data_file && !h_.data_file.empty()) f.data_file = h_.data_file;
+        f.data_file_raw = (h_.autoclear & kAutoclearDataFileRaw) != 0;
+        f.extended_l2 = h_.extended_l2();
+        f.lazy_refcounts = (h_.compatible & kCompatLazyRefcounts) != 0;
+        f.corrupt = (h_.incompatible & kIncompatCorrupt) != 0;
+        f.bitmaps = bitmaps_;
     }
-    if (!encrypt_.is_null()) d["encrypt"] = encrypt_;
-    return Json{{"type", "qcow2"}, {"data", d}};
+    f.encrypt = encrypt_;
+    return f;
 }
 
 Status Qcow2Node::load_l1() {
@@ -255,15 +250,14 @@ Status Qcow2Node::load_snapshots() {
             if (ic != UINT64_MAX) icount = ic;
         }
         const char* str = reinterpret_cast<const char*>(body.data() + extra_size);
-        Json sn = Json::object();
-        sn["id"] = std::string(str, id_size);
-        sn["name"] = std::string(str + id_size, name_size);
-        sn["vm-state-size"] = vm_state;
-        sn["date-sec"] = date_sec;
-        sn["date-nsec"] = date_nsec;
-        sn["vm-clock-sec"] = vm_clock / 1000000000ull;
-        sn["vm-clock-nsec"] = vm_clock % 1000000000ull;
-        if (icount) sn["icount"] = *icount;
+        SnapshotFacts sn;
+        sn.id = std::string(str, id_size);
+        sn.name = std::string(str + id_size, name_size);
+        sn.vm_state_size = vm_state;
+        sn.date_sec = date_sec;
+        sn.date_nsec = date_nsec;
+        sn.vm_clock_ns = vm_clock;
+        sn.icount = icount;
         snapshots_.push_back(std::move(sn));
         off += (kEntryHeader + rest + 7) & ~7ull;
     }
@@ -293,13 +287,11 @@ Status Qcow2Node::load_bitmaps() {
         if (p + 24 + extra + name_size > dir.size() || gran_bits > 63) {
             return make_error(EINVAL, name_ + ": bitmap directory entry " + std::to_string(i) + " is invalid");
         }
-        Json b = Json::object();
-        Json fl = Json::array();
-        if (flags & 1) fl.push_back("in-use");
-        if (flags & 2) fl.push_back("auto");
-        b["flags"] = fl;
-        b["name"] = std::string(reinterpret_cast<const char*>(dir.data() + p + 24 + extra), name_size);
-        b["granularity"] = 1ull << gran_bits;
+        BitmapFacts b;
+        b.in_use = (flags & 1) != 0;
+        b.auto_flag = (flags & 2) != 0;
+        b.name = std::string(reinterpret_cast<const char*>(dir.data() + p + 24 + extra), name_size);
+        b.granularity = 1ull << gran_bits;
         bitmaps_.push_back(std::move(b));
         p += (24ull + extra + name_size + 7) & ~7ull;
     }
@@ -327,7 +319,7 @@ Result<std::shared_ptr<Node>> open_qcow2(OpenContext& ctx, const Json& opts) {
     // An encrypted image opens for its metadata only (info), as qemu opens it without a key
     // under BDRV_O_NO_IO; anything that reads guest data needs the key, and then decryption,
     // which blkimg does not have yet: never hand out ciphertext as data.
-    Json encrypt;
+    std::optional<EncryptFacts> encrypt;
     if (h->crypt_method != 0) {
         if (!ctx.flags().no_io) {
             if (!opts.contains("encrypt.key-secret") &&
@@ -337,7 +329,7 @@ Result<std::shared_ptr<Node>> open_qcow2(OpenContext& ctx, const Json& opts) {
             return make_error(ENOTSUP, "encrypted qcow2 images are not supported yet (blkimg cannot decrypt their data)");
         }
         if (h->crypt_method == 1) {
-            encrypt = Json{{"format", "aes"}};
+            encrypt = EncryptFacts{.format = "aes"};
         } else {
             if (!h->has_crypto_ext) return make_error(EINVAL, "LUKS encryption without its header extension");
             auto info = luks_header_info(*file, h->crypto_offset);
@@ -346,7 +338,7 @@ Result<std::shared_ptr<Node>> open_qcow2(OpenContext& ctx, const Json& opts) {
         }
     }
     auto node = std::make_shared<Qcow2Node>(opts, std::move(*h), std::move(head));
-    if (!encrypt.is_null()) node->set_encrypt_info(std::move(encrypt));
+    if (encrypt) node->set_encrypt_info(std::move(*encrypt));
     BLK_TRY(node->init(ctx, opts, std::move(file)));
     return std::shared_ptr<Node>(node);
 }

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "blk/facts.h"
 #include "blk/options.h"
 #include "blk/result.h"
 
@@ -216,11 +217,10 @@ public:
     virtual std::optional<uint64_t> cluster_size() const { return std::nullopt; }
     // The dirty flag; nullopt where the driver has no such notion (qemu prints none).
     virtual std::optional<bool> dirty() const { return false; }
-    // Internal snapshots as qemu's SnapshotInfo list (id, name, vm-state-size, date-sec,
-    // date-nsec, vm-clock-sec, vm-clock-nsec, icount), or an empty array.
-    virtual Json snapshots() const { return Json::array(); }
-    // qemu's "format-specific" object ({"type": ..., "data": {...}}), or null.
-    virtual Json format_specific() const { return nullptr; }
+    // Internal snapshots, oldest first (typed: the CLI makes qemu's JSON of them).
+    virtual std::vector<SnapshotFacts> snapshots() const { return {}; }
+    // Format-specific facts (qemu's "format-specific" block), or monostate.
+    virtual FormatFacts format_specific() const { return {}; }
     // The guest data is encrypted (info's "encrypted: yes").
     virtual bool encrypted() const { return false; }
     // Bytes allocated on the host (qemu's actual-size); ENOTSUP if unknown.
