@@ -616,6 +616,30 @@ constexpr unsigned kWriteRoles = kRoleData | kRoleMetadata | kRoleFiltered | kRo
 
 }  // namespace
 
+// The claims a graph's edges make (QEMU's permissions, reduced to what an offline tool
+// needs): a writable parent claims write on its data, metadata and filtered children, a
+// backing edge claims reads only. One writer, many readers: two different parents writing
+// the same node would each cache its metadata and overwrite the other's, so an edit that
+// makes a second writer is refused. (One parent may reach a node by two edges, as a qcow2
+// whose data file is its own file: it coordinates its own writes.)
+Status Graph::check_claims(const char* what) const {
+    std::vector<std::pair<Node*, Node*>> writers;  // (child, the parent writing it)
+    for (Node* p : nodes()) {
+        if (p->read_only()) continue;
+        for (const Child& c : p->children()) {
+            if (!(c.roles & kWriteRoles)) continue;
+            for (const auto& [child, other] : writers) {
+                if (child == c.node.get() && other != p) {
+                    return make_error(EBUSY, std::string(what) + ": node " + label(*c.node) + " would have two writers, " +
+                                                 label(*other) + " and " + label(*p));
+                }
+            }
+            writers.emplace_back(c.node.get(), p);
+        }
+    }
+    return {};
+}
+
 Status Graph::finish_edit(Undo& undo, const std::vector<Node*>& changed, const char* what) {
     // Children first, so a filter over a filter takes the refreshed facts.
     std::vector<Node*> order = nodes();
@@ -651,6 +675,7 @@ Status Graph::finish_edit(Undo& undo, const std::vector<Node*>& changed, const c
             if (!st) break;
         }
     }
+    if (st) st = check_claims(what);
     if (st) return st;
     // Undo in reverse order, then let the nodes take their old facts back.
     for (auto it = undo.detached.rbegin(); it != undo.detached.rend(); ++it) {

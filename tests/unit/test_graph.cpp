@@ -662,3 +662,43 @@ TEST_CASE("open_image is the one open path: cache flags reach every node unless 
     CHECK(back->root->size() == 65536);
     CHECK_FALSE(open_image(ImageSpec{"driver=raw,@size=1,file.filename=" + path, "", true}, OpenFlags{}));
 }
+
+TEST_CASE("one writer, many readers: an edit giving a node a second writing parent fails and changes nothing") {
+    auto x = std::make_shared<MemNode>(4096, true);
+    auto y = std::make_shared<MemNode>(4096, true);
+    auto a = std::make_shared<MemNode>(4096, true);
+    auto top = std::make_shared<MemNode>(4096, true);
+    REQUIRE(a->attach_child("file", x, kRoleData | kRolePrimary));
+    REQUIRE(top->attach_child("file", a, kRoleData | kRolePrimary));
+    REQUIRE(top->attach_child("data-file", y, kRoleData));
+    Graph g{top};
+    const Snapshot before = snap(g);
+
+    SUBCASE("replace y by x: top and a would both write x") {
+        auto st = g.replace(y, x);
+        REQUIRE_FALSE(st);
+        CHECK(st.error().code == EBUSY);
+        CHECK(st.error().message.find("two writers") != std::string::npos);
+    }
+    SUBCASE("attach x as a second data child of top") {
+        auto st = g.attach(top, "extra", x, kRoleData);
+        REQUIRE_FALSE(st);
+        CHECK(st.error().code == EBUSY);
+    }
+    SUBCASE("a filter inserted above x is x's one writer, and a still writes only the filter") {
+        auto f = std::make_shared<PassFilter>();
+        REQUIRE(g.insert_filter_above(x, f));
+        CHECK(primary_child(*a) == f.get());
+        REQUIRE(g.remove_filter(f));
+    }
+    CHECK(snap(g) == before);
+
+    // A backing edge only reads: x may be a's file and top's backing file at once; and a
+    // read-only parent claims nothing: a read-only node over y (which top writes) can be
+    // a's backing file.
+    REQUIRE(g.attach(top, "backing", x, kRoleCow));
+    auto reader = std::make_shared<MemNode>(4096);
+    REQUIRE(reader->attach_child("file", y, kRoleData | kRolePrimary));
+    reader->make_read_only();
+    REQUIRE(g.attach(a, "backing", reader, kRoleCow));
+}

@@ -342,8 +342,9 @@ std::string base_filename(const Node& n);
 // walking from the root, so nodes need no parent pointers. Every edit is checked: the
 // nodes it names are (or, for a new node, are not yet) in the graph, the role invariants
 // hold, no cycle is made, a writable node keeps writable children on its data, metadata
-// and filtered edges, and filters take size and writability from their new child. A
-// failed edit leaves the graph exactly as it was. Edits must not run during I/O.
+// and filtered edges, no node gets two writing parents (one writer, many readers: a
+// backing edge only reads), and filters take size and writability from their new child.
+// A failed edit leaves the graph exactly as it was. Edits must not run during I/O.
 struct Graph {
     std::shared_ptr<Node> root;
     // Every node reachable from root, each once, parents before children.
@@ -376,6 +377,8 @@ struct Graph {
 
 private:
     struct Undo;
+    // One writer, many readers: refuses a graph where two parents write the same node.
+    Status check_claims(const char* what) const;
     Status finish_edit(Undo& undo, const std::vector<Node*>& changed, const char* what);
 };
 
