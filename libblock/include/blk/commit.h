@@ -52,11 +52,11 @@ Node* find_backing_image(Node& top, const std::string& name);
 // goes back to read-only. Intermediate layers are read, never written: after a commit
 // into a deeper base they may read differently, as qemu documents for -b.
 //
-// Order of writes: the base is written and flushed completely before the top is touched,
+// Order of writes: the base is written, flushed and reopened read-only before the top is touched,
 // so an interruption during the copy leaves the top whole (the chain still reads as
 // before: every range written to the base is still allocated above it) and the base a
 // consistent image whose clusters hold either old or new content (qcow2 writes data
-// before the metadata that points at it, and refcounts before both).
+// before the metadata that points at it, and refcounts before both; see commit.cpp).
 Result<CommitStats> commit_image(Graph& g, const CommitOptions& o);
 
 }  // namespace blk
