@@ -81,6 +81,84 @@ mk_r2() {
 run_case r2 base.raw top.qcow2
 run_case r2 base.raw top.qcow2 -f qcow2
 
+# qcow2 bases with internal snapshots: what the snapshots hold must survive the commit.
+# Their clusters (and L2 tables) are shared with the active image, so each is copied before
+# it is written. snap_case NAME SNAPSHOTS...: after run_case, every snapshot of b/NAME's base
+# reads as it did before the commit (qemu-img convert -l, and snapshot -a on a copy), and
+# the base passes qemu-img check.
+snap_case() {
+    local name=$1; shift
+    rm -rf "r/$name"; mkdir -p "r/$name"; "mk_$name" "r/$name"
+    local sn size
+    size=$(qemu-img info --output=json "r/$name/base.qcow2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')
+    for sn in "$@"; do
+        qemu-img convert -l "$sn" -O raw "r/$name/base.qcow2" want.raw
+        qemu-img convert -l "$sn" -O raw "b/$name/base.qcow2" got.raw
+        cmp -s -n "$size" want.raw got.raw || fail "$name: snapshot $sn reads differently after the commit (convert -l)"
+        cp "b/$name/base.qcow2" applied.qcow2; cp "r/$name/base.qcow2" applied-ref.qcow2
+        qemu-img snapshot -a "$sn" applied.qcow2; qemu-img snapshot -a "$sn" applied-ref.qcow2
+        qemu-img compare -q applied-ref.qcow2 applied.qcow2 || fail "$name: snapshot $sn reads differently after the commit (snapshot -a)"
+        qemu-img check -q applied.qcow2 || fail "$name: check after snapshot -a $sn"
+    done
+    rm -f want.raw got.raw applied.qcow2 applied-ref.qcow2
+    qemu-img snapshot -l "b/$name/base.qcow2" | grep -c "^[0-9]" | grep -qx "$#" || fail "$name: the snapshot list changed"
+    ok "$name: snapshots $* unchanged"
+}
+# One snapshot taken right after the data was written: every L2 table and data cluster of
+# the base is shared with it.
+mk_s1() {
+    qemu-img create -q -f qcow2 "$1/base.qcow2" 4M
+    qi -c 'write -P 1 0 3M' "$1/base.qcow2"
+    qemu-img snapshot -c s1 "$1/base.qcow2"
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$1/top.qcow2" 6M
+    qi -c 'write -P 2 64k 128k' -c 'write -z 1M 256k' -c 'write -c -P 3 2M 64k' -c 'write -P 4 3000 1000' \
+        -c 'write -P 5 5M 64k' -c 'write -z 5200k 64k' "$1/top.qcow2"
+}
+run_case s1 base.qcow2 top.qcow2
+snap_case s1 s1
+# Two snapshots, writes between them and after, 4 KiB clusters (several L2 tables, some
+# shared with one snapshot, some with both, some with none), a compressed cluster in the base.
+mk_s2() {
+    qemu-img create -q -f qcow2 -o cluster_size=4k "$1/base.qcow2" 3M
+    qi -c 'write -P 1 0 1M' -c 'write -c -P 6 1536k 4k' "$1/base.qcow2"
+    qemu-img snapshot -c s1 "$1/base.qcow2"
+    qi -c 'write -P 7 512k 64k' -c 'write -P 8 2M 256k' "$1/base.qcow2"
+    qemu-img snapshot -c s2 "$1/base.qcow2"
+    qi -c 'write -P 9 2304k 8k' "$1/base.qcow2"
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$1/top.qcow2" 4M
+    qi -c 'write -P 2 0 2k' -c 'write -P 3 500k 40k' -c 'write -z 1536k 4k' -c 'write -P 4 2100k 900k' -c 'write -c -P 5 3M 64k' "$1/top.qcow2"
+}
+run_case s2 base.qcow2 top.qcow2
+snap_case s2 s1 s2
+run_case s2 base.qcow2 top.qcow2 -d
+snap_case s2 s1 s2
+# convert -n into an image with a snapshot: the same copy-before-write.
+rm -rf cn; mkdir cn; mk_s2 cn
+qemu-img create -q -f qcow2 cn/src.qcow2 3M
+qi -c 'write -P 11 256k 1M' -c 'write -z 2M 128k' cn/src.qcow2
+cp cn/base.qcow2 cn/ref.qcow2
+"$BLKIMG" convert -n -O qcow2 cn/src.qcow2 cn/base.qcow2 || fail "convert -n into an image with snapshots"
+qemu-img compare -q cn/src.qcow2 cn/base.qcow2 || fail "convert -n into an image with snapshots: content"
+qemu-img check -q cn/base.qcow2 || fail "convert -n into an image with snapshots: check"
+for sn in s1 s2; do
+    qemu-img convert -l "$sn" -O raw cn/ref.qcow2 cn/want.raw
+    qemu-img convert -l "$sn" -O raw cn/base.qcow2 cn/got.raw
+    cmp -s cn/want.raw cn/got.raw || fail "convert -n into an image with snapshots: snapshot $sn changed"
+done
+ok "convert -n into an image with snapshots keeps them"
+# A v2 base with a snapshot cannot grow (qemu refuses it too): nothing is written.
+rm -rf v2s; mkdir v2s
+qemu-img create -q -f qcow2 -o compat=0.10 v2s/base.qcow2 1M
+qemu-img snapshot -c s1 v2s/base.qcow2
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 v2s/top.qcow2 2M
+qi -c 'write -P 3 0 64k' v2s/top.qcow2
+cp v2s/base.qcow2 v2s/base.before; cp v2s/top.qcow2 v2s/top.before
+qemu-img commit -q v2s/top.qcow2 2>/dev/null && fail "qemu-img commit grew a v2 base with a snapshot (test setup)"
+expect_fail 1 "^blkimg: Could not resize the base image: Can't resize a v2 image which has snapshots$" "$BLKIMG" commit v2s/top.qcow2
+cmp -s v2s/base.qcow2 v2s/base.before || fail "a refused commit changed the v2 base"
+cmp -s v2s/top.qcow2 v2s/top.before || fail "a refused commit changed the top"
+ok "a v2 base with a snapshot that would have to grow is refused, as qemu-img refuses it"
+
 # Three layers, the middle one in a subdirectory named relatively: the default base is the
 # middle image; -b names the bottom one (as stored in the middle image, or by a path that
 # resolves to it), committing the middle one too.

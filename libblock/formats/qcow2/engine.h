@@ -112,6 +112,7 @@ private:
     Status load_snapshots();
     Status load_bitmaps();
     Status open_writable(const Json& opts);
+    Status map_snapshots();
 
     // --- lookup and reads (read.cpp) ---
     Result<Extent> lookup_locked(uint64_t off, uint64_t max);
@@ -162,6 +163,11 @@ private:
     std::vector<uint64_t> l1_;
     Json bitmaps_ = Json::array();
     Json snapshots_ = Json::array();
+    // Where each internal snapshot's L1 table lives (offset, entries), and the bytes the
+    // snapshot table takes: a writable open keeps them, and the L2 tables they name, off
+    // limits to data writes and allocation.
+    std::vector<std::pair<uint64_t, uint32_t>> snapshot_l1s_;
+    uint64_t snapshot_table_bytes_ = 0;
 
     mutable std::mutex mu_;  // guards everything below: L1, caches, refcounts, header, in-flight
     MetaCache l2_cache_;

@@ -83,8 +83,9 @@ Status Qcow2Node::do_discard(uint64_t off, uint64_t bytes) {
 }
 
 // qemu's make_empty: a full discard of every cluster (unallocated, not zero, so the
-// backing file shows through again), in every version; snapshots never get here (a
-// writable open refuses them). The host space is freed in the refcounts; the file keeps
+// backing file shows through again), in every version. Clusters and L2 tables shared with
+// internal snapshots lose the active image's reference only (the snapshots keep reading
+// them). The host space is freed in the refcounts; the file keeps
 // its length (qemu may rebuild a small image from scratch instead, with the same result
 // for the guest).
 Status Qcow2Node::do_make_empty() {
