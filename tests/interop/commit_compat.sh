@@ -132,6 +132,29 @@ run_case s2 base.qcow2 top.qcow2
 snap_case s2 s1 s2
 run_case s2 base.qcow2 top.qcow2 -d
 snap_case s2 s1 s2
+# A top with an internal snapshot: emptied (as qemu-img empties it) without touching what
+# its snapshot holds.
+mk_ts() {
+    qemu-img create -q -f qcow2 "$1/base.qcow2" 2M
+    qi -c 'write -P 1 0 2M' "$1/base.qcow2"
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$1/top.qcow2" 2M
+    qi -c 'write -P 2 0 512k' -c 'write -z 1M 64k' "$1/top.qcow2"
+    qemu-img snapshot -c t1 "$1/top.qcow2"
+    qi -c 'write -P 3 256k 512k' "$1/top.qcow2"
+}
+run_case ts base.qcow2 top.qcow2
+rm -rf r/ts; mkdir -p r/ts; mk_ts r/ts
+# What the snapshot itself holds (read without the backing file, which the commit changed),
+# and what it reads through the chain, as after qemu-img's commit.
+own() { qemu-img convert -l t1 -O raw "json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"$1\"},\"backing\":null}" "$2"; }
+own r/ts/top.qcow2 want.raw
+own b/ts/top.qcow2 got.raw
+cmp -s want.raw got.raw || fail "ts: the top's snapshot holds other data after the commit"
+qemu-img convert -l t1 -O raw q/ts/top.qcow2 want.raw
+qemu-img convert -l t1 -O raw b/ts/top.qcow2 got.raw
+cmp -s want.raw got.raw || fail "ts: the top's snapshot reads differently from qemu-img's after the commit"
+rm -f want.raw got.raw
+ok "ts: the emptied top's snapshot unchanged"
 # convert -n into an image with a snapshot: the same copy-before-write.
 rm -rf cn; mkdir cn; mk_s2 cn
 qemu-img create -q -f qcow2 cn/src.qcow2 3M

@@ -98,6 +98,39 @@ sweep truncate
 [ "$swept" -ge 1 ] || fail "truncate sweep: no resize failed"
 ok "an error in each of the base's $swept resizes"
 
+# A base with two internal snapshots (every L2 table and cluster shared with one or both):
+# an error at each write also leaves the snapshots reading as before.
+qemu-img create -q -f qcow2 -o cluster_size=4k sbase.orig 4M
+qi -c 'write -P 1 0 1M' -c 'write -P 6 3M 64k' sbase.orig
+qemu-img snapshot -c s1 sbase.orig
+qi -c 'write -P 7 256k 64k' sbase.orig
+qemu-img snapshot -c s2 sbase.orig
+cp sbase.orig sbase.qcow2
+qemu-img create -q -f qcow2 -b sbase.qcow2 -F qcow2 stop.orig 4M
+qi -c 'write -P 2 512k 1536k' -c 'write -z 3M 64k' -c 'write -c -P 3 2560k 64k' stop.orig
+qemu-img convert -O raw sbase.orig sold.raw
+qemu-img convert -O raw stop.orig snew.raw
+for sn in s1 s2; do qemu-img convert -l "$sn" -O raw sbase.orig "snap-$sn.raw"; done
+stopsum=$(sha256sum <stop.orig)
+n=0
+while :; do
+    cp sbase.orig sbase.qcow2; cp stop.orig stop.qcow2
+    rc=0
+    "$BLKIMG" commit --image-opts "driver=qcow2,file.filename=stop.qcow2,backing.driver=qcow2,backing.file.driver=inject-error,backing.file.event=any,backing.file.skip=$n,backing.file.count=1,backing.file.file.filename=sbase.qcow2" \
+        >out 2>err || rc=$?
+    for sn in s1 s2; do
+        qemu-img convert -l "$sn" -O raw sbase.qcow2 got.raw
+        cmp -s "snap-$sn.raw" got.raw || fail "snapshot base, request #$n: snapshot $sn changed"
+    done
+    [ "$rc" = 0 ] && break
+    after_failure "snapshot base, request #$n" sbase.qcow2 qcow2 stop.qcow2 "$stopsum" sold.raw snew.raw "$rc" err
+    n=$((n + 1))
+    [ "$n" -lt 400 ] || fail "snapshot base: the commit never got through"
+done
+qemu-img compare -q -f raw -F qcow2 snew.raw sbase.qcow2 || fail "snapshot base: the committed base is not the top's content"
+[ "$n" -ge 10 ] || fail "snapshot base: only $n requests failed"
+ok "a base with snapshots: an error in each of its $n requests leaves the snapshots as they were"
+
 # ENOSPC, every write from the 5th on: the message says so.
 cp base.orig base.qcow2; cp top.orig top.qcow2
 rc=0
