@@ -115,21 +115,30 @@ Result<CommitStats> commit_image(Graph& g, const CommitOptions& o) {
     c.progress = o.progress;
     c.cancel = o.cancel;
     // The base keeps its layout: guest-order writes, as qemu's job writes.
-    BLK_TRY_ASSIGN(stats.copy, copy_image(c));  // flushes the base
+    // Errors name the base; the caller knows the top is untouched (see above).
+    const std::string base_name = base_filename(*base);
+    auto copied = copy_image(c);  // flushes the base
+    if (!copied) {
+        if (copied.error().code == ECANCELED) return std::move(copied).error();
+        return std::move(copied).error().with_context("Could not commit into '" + base_name + "'");
+    }
+    stats.copy = *copied;
     // The base goes back to read-only (its caches written back and flushed once more)
     // before the top is touched: an error up to here leaves the top as it was.
     restore.armed = false;
-    BLK_TRY(g.reopen_read_only(*base));
+    BLK_TRY(g.reopen_read_only(*base).context("Could not commit into '" + base_name + "'"));
 
     if (!o.drop) {
         // Only now, with the base complete and flushed, is the top emptied.
         if (layer->read_only()) BLK_TRY(g.reopen_read_write(*layer));
+        // The base holds everything now: an error here loses nothing, the chain reads as before.
+        const std::string emptied = "Committed into '" + base_name + "', but could not empty the image";
         Status st = layer->make_empty();
         if (st) {
-            BLK_TRY(layer->flush());
+            BLK_TRY(layer->flush().context(emptied));
             stats.top_emptied = true;
         } else if (st.error().code != ENOTSUP) {
-            return std::move(st).error();
+            return std::move(st).error().with_context(emptied);
         }
     }
     return stats;

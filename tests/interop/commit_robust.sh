@@ -82,7 +82,8 @@ sweep() {
             qemu-img compare -q -f raw -F qcow2 new.raw base.qcow2 || fail "$event #$n passed: the base is not the top's content"
             return
         fi
-        grep -q "Input/output error" err || fail "$event #$n: the error does not say what failed: $(cat err)"
+        grep -Eq "^blkimg: Could not (commit into 'base.qcow2'|resize the base image): .*Input/output error$" err ||
+            fail "$event #$n: the error does not say what failed: $(cat err)"
         after_failure "$event #$n" base.qcow2 qcow2 top.qcow2 "$topsum" old.raw new.raw "$rc" err
         swept=$((swept + 1))
     done
@@ -175,6 +176,7 @@ while :; do
     [ "$crc" = 0 ] || [ "$crc" = 3 ] || fail "top request #$n: qemu-img check of the top exited $crc: $(cat check.out)"
     [ "$rc" = 0 ] && break
     [ "$(wc -l <err)" = 1 ] || fail "top request #$n: expected one error line: $(cat err)"
+    grep -q "^blkimg: Committed into 'base.qcow2', but could not empty the image: " err || fail "top request #$n: $(cat err)"
     n=$((n + 1))
     [ "$n" -lt 400 ] || fail "top: the commit never got through"
 done
