@@ -132,6 +132,39 @@ run_case s2 base.qcow2 top.qcow2
 snap_case s2 s1 s2
 run_case s2 base.qcow2 top.qcow2 -d
 snap_case s2 s1 s2
+# Persistent dirty bitmaps: in the base, every range the commit writes is marked in each
+# enabled bitmap (the disabled one stays as it was), the bitmaps follow the base's growth,
+# and they are stored back with the in-use flag clear: bit for bit as qemu-img leaves them.
+# In the top, emptying marks nothing (as in qemu).
+mk_bm() {
+    qemu-img create -q -f qcow2 "$1/base.qcow2" 4M
+    qemu-img bitmap --add "$1/base.qcow2" b0
+    qemu-img bitmap --add -g 128k "$1/base.qcow2" b2
+    qemu-img bitmap --add --disable "$1/base.qcow2" b1
+    qi -c 'write -P 1 0 1M' "$1/base.qcow2"
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$1/top.qcow2" 6M
+    qemu-img bitmap --add "$1/top.qcow2" t0
+    qi -c 'write -P 2 1536k 100k' -c 'write -z 3M 64k' -c 'write -c -P 3 2M 64k' -c 'write -P 4 5M 4k' -c 'discard 0 64k' "$1/top.qcow2"
+}
+for args in "" "-d"; do
+    # shellcheck disable=SC2086
+    run_case bm base.qcow2 top.qcow2 $args
+    python3 "$SRCDIR/tests/qcow2_bitmaps.py" q/bm/base.qcow2 b/bm/base.qcow2 >bm.out || fail "bm $args: $(cat bm.out)"
+    python3 "$SRCDIR/tests/qcow2_bitmaps.py" q/bm/top.qcow2 b/bm/top.qcow2 >bm.out || fail "bm $args: $(cat bm.out)"
+    # 16 granules dirty before (qemu-io's 1M), 21 after (the commit's writes, zeroes included).
+    python3 "$SRCDIR/tests/qcow2_bitmaps.py" b/bm/base.qcow2 | grep -q "'b0': 'flags=2 gran_bits=16 table=1 dirty=21 " ||
+        fail "bm $args: the base's bitmap b0 was not marked: $(python3 "$SRCDIR/tests/qcow2_bitmaps.py" b/bm/base.qcow2)"
+    ok "bm $args: the bitmaps of base and top as qemu-img leaves them"
+done
+# A bitmap left in use (a writer that died) is refused read-write, with nothing written.
+rm -rf e2; mkdir e2; mk_bm e2
+qemu-io -c 'write -P 5 0 64k' -c 'sigraise 9' e2/base.qcow2 >/dev/null 2>&1 || true
+python3 "$SRCDIR/tests/qcow2_bitmaps.py" e2/base.qcow2 | grep -q "flags=3" || fail "setup: qemu-io left no in-use bitmap"
+cp e2/base.qcow2 e2/base.before
+expect_fail 1 "bitmap 'b0' is inconsistent \(in use\)" "$BLKIMG" commit e2/top.qcow2
+cmp -s e2/base.qcow2 e2/base.before || fail "a refused commit changed the base with an in-use bitmap"
+ok "a base whose bitmap is in use is refused"
+
 # A top with an internal snapshot: emptied (as qemu-img empties it) without touching what
 # its snapshot holds.
 mk_ts() {

@@ -346,10 +346,31 @@ for opts in "cluster_size=64k" "cluster_size=4k" "cluster_size=64k,extended_l2=o
     ok "$opts: writes to an image with two snapshots copy the shared clusters first"
 done
 
+# Persistent dirty bitmaps: writes, zero writes, discards and compressed writes mark the
+# enabled bitmaps (of every granularity), a resize resizes them all, and closing stores them
+# with the in-use flag clear, bit for bit as qemu-io leaves them; both images check clean.
+qemu-img create -q -f qcow2 bmw.qcow2 8M
+qemu-img bitmap --add bmw.qcow2 a0
+qemu-img bitmap --add -g 512k bmw.qcow2 a1
+qemu-img bitmap --add -g 4k bmw.qcow2 a2
+qemu-img bitmap --add --disable bmw.qcow2 d0
+qemu-io -f qcow2 -c "write -P 0x41 0 256k" bmw.qcow2 >/dev/null
+cp bmw.qcow2 bmw.qio.qcow2
+qemu-io -f qcow2 -c "write -P 0x42 1000 3000" -c "write -z 1M 64k" -c "discard 2M 128k" -c "write -c -P 0x43 3M 64k" \
+    -c "write -P 0x44 5000k 300k" -c "truncate 20M" -c "write -P 0x45 17M 4k" bmw.qio.qcow2 >/dev/null
+"$WRITEIMG" bmw.qcow2 "write 0x42 1000 3000" "zero 1M 64k" "discard 2M 128k" "compress 0x43 3M 64k" \
+    "parallel 3 4k 0x44 5000k 300k" "truncate 20M" "write 0x45 17M 4k" || fail "writing an image with bitmaps"
+python3 "$SRCDIR/tests/qcow2_bitmaps.py" bmw.qio.qcow2 bmw.qcow2 >"$T/bm.out" || fail "$(cat "$T/bm.out")"
+grep -q "'d0': 'flags=0 gran_bits=16 table=1 dirty=0 " "$T/bm.out" || fail "the disabled bitmap changed: $(cat "$T/bm.out")"
+qemu-img compare -q bmw.qio.qcow2 bmw.qcow2 || fail "the image with bitmaps reads differently from qemu-io's"
+check_clean bmw.qcow2
+ok "persistent bitmaps marked, resized and stored as qemu does"
+
 # Read-write opens we do not support yet say so in one line.
 qemu-img create -q -f qcow2 bm.qcow2 8M
 qemu-img bitmap --add bm.qcow2 b0
-expect_fail 1 "bm\.qcow2: writing qcow2 images with persistent bitmaps is not supported yet" "$WRITEIMG" bm.qcow2 "write 0 0 1"
+qemu-io -f qcow2 -c "write 0 0 1" -c 'sigraise 9' bm.qcow2 >/dev/null 2>&1 || true
+expect_fail 1 "bm\.qcow2: bitmap 'b0' is inconsistent \(in use\); writing such images is not supported" "$WRITEIMG" bm.qcow2 "write 0 0 1"
 expect_fail 1 "Lazy refcounts require" "$WRITEIMG" --image-opts "driver=qcow2,lazy-refcounts=on,file.filename=v2.ours.qcow2" "write 0 0 1"
 ok "unsupported read-write opens refused"
 

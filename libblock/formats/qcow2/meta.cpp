@@ -269,6 +269,7 @@ Status Qcow2Node::do_truncate(uint64_t size, Prealloc prealloc) {
         // As qemu: a raw data file's clusters are all mapped, so the new ones are too.
         if (prealloc == Prealloc::Off && external_ && (h_.autoclear & kAutoclearDataFileRaw)) prealloc = Prealloc::Metadata;
         size_ = size;
+        resize_bitmaps(size);
         header_dirty_ = true;
         if (prealloc != Prealloc::Off) BLK_TRY(preallocate_locked(old_size, size, prealloc));
         return writeback_locked(false);

@@ -86,9 +86,6 @@ Status Qcow2Node::init(OpenContext& ctx, const Json& opts, std::shared_ptr<Node>
 // checks the tables a write may touch before anything is written.
 Status Qcow2Node::open_writable(const Json& opts) {
     const uint64_t cs = h_.cluster_size();
-    if (h_.has_bitmaps_ext) {
-        return make_error(ENOTSUP, name_ + ": writing qcow2 images with persistent bitmaps is not supported yet");
-    }
     if ((h_.incompatible & kIncompatCorrupt) && !file_->incomplete()) {
         return make_error(EACCES, name_ + ": Image is corrupt; cannot be opened read/write");
     }
@@ -135,11 +132,14 @@ Status Qcow2Node::open_writable(const Json& opts) {
         meta_.add(off, cs);
     }
     BLK_TRY(map_snapshots());
+    BLK_TRY(open_bitmaps());
     writable_ = true;
-    // A writer that does not maintain an autoclear feature must clear its bit first.
-    if (h_.version >= 3 && (h_.autoclear & ~kAutoclearDataFileRaw)) {
+    // A writer that does not maintain an autoclear feature must clear its bit first (the
+    // bitmaps' is kept: they are maintained).
+    const uint64_t kept = kAutoclearDataFileRaw | (h_.has_bitmaps_ext ? kAutoclearBitmaps : 0);
+    if (h_.version >= 3 && (h_.autoclear & ~kept)) {
         std::lock_guard lock(mu_);
-        h_.autoclear &= kAutoclearDataFileRaw;
+        h_.autoclear &= kept;
         BLK_TRY(write_header_locked());
     }
     return {};
@@ -205,9 +205,13 @@ Status Qcow2Node::do_reopen(bool writable) {
     }
     {
         std::lock_guard lock(mu_);
-        if (writable_ && !broken_) BLK_TRY(writeback_locked(true));
+        if (writable_ && !broken_) {
+            BLK_TRY(store_bitmaps_locked());
+            BLK_TRY(writeback_locked(true));
+        }
         writable_ = false;
     }
+    bitmaps_rw_.clear();
     refs_.reset();
     meta_ = MetadataMap{};
     read_only_ = true;
@@ -219,7 +223,7 @@ Qcow2Node::~Qcow2Node() {
     // order; errors go unreported (call flush() to see them). Corrupt images get nothing.
     if (!writable_) return;
     std::lock_guard lock(mu_);
-    if (!broken_) (void)writeback_locked(true);
+    if (!broken_ && store_bitmaps_locked()) (void)writeback_locked(true);
 }
 
 std::optional<bool> Qcow2Node::dirty() const {

@@ -42,6 +42,7 @@ Status Qcow2Node::do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) 
         std::lock_guard lock(mu_);
         BLK_TRY(writable_locked());
     }
+    mark_bitmaps(off, bytes);
     const uint64_t g = h_.subcluster_size();
     const uint64_t end = off + bytes;
     uint64_t a = (off + g - 1) / g * g;
@@ -70,6 +71,7 @@ Status Qcow2Node::do_discard(uint64_t off, uint64_t bytes) {
         std::lock_guard lock(mu_);
         BLK_TRY(writable_locked());
     }
+    mark_bitmaps(off, bytes);
     // As qemu: whole clusters only (the partial last one counts when the request reaches the
     // end), and nothing for v2 images over a backing file, whose only way to drop a cluster
     // would show the backing file's data.
