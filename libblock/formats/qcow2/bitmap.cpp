@@ -26,6 +26,7 @@ constexpr uint32_t kBitmapInUse = 1u << 0;
 constexpr uint32_t kBitmapAuto = 1u << 1;
 constexpr uint8_t kBitmapTypeDirty = 1;
 constexpr uint64_t kBitmapEntryAllOnes = 1;
+constexpr uint64_t kMaxBitmapBytes = 512ull << 20;
 
 }  // namespace
 
@@ -79,6 +80,10 @@ Status Qcow2Node::open_bitmaps() {
         if ((b.flags & ~(kBitmapInUse | kBitmapAuto)) || type != kBitmapTypeDirty || extra != 0 || b.gran_bits < 9 ||
             b.gran_bits > 31) {
             return make_error(ENOTSUP, name_ + ": bitmap '" + bname + "' has flags, a type or extra data blkimg does not know");
+        }
+        // qemu's BME_MAX_PHYS_SIZE: bitmaps are held in memory whole.
+        if ((b.bits_for(size_) + 7) / 8 > kMaxBitmapBytes) {
+            return make_error(ENOTSUP, name_ + ": bitmap '" + bname + "' is too large (granularity too fine for the image size)");
         }
         const uint64_t want_table = (b.bits_for(size_) + cs * 8 - 1) / (cs * 8);
         if (b.table_size != want_table) return make_error(EIO, what + ": its table has " + std::to_string(b.table_size) + " entries, expected " + std::to_string(want_table));
