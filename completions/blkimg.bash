@@ -32,7 +32,7 @@ _blkimg() {
             return ;;
         -f|--format|--a-format|--b-format|--source-format|-F|--backing-format)
             local drivers
-            drivers=$("${COMP_WORDS[0]}" --list-drivers 2>/dev/null) || drivers="file null-co preallocate qcow2 raw"
+            drivers=$("${COMP_WORDS[0]}" --list-drivers 2>/dev/null) || drivers="file inject-error null-co preallocate qcow2 raw"
             COMPREPLY=($(compgen -W "$drivers" -- "$cur"))
             return ;;
         --output)
@@ -114,7 +114,7 @@ _blkimg_create() {
             return ;;
         -F|-B|--backing-format)
             local drivers
-            drivers=$("${COMP_WORDS[0]}" --list-drivers 2>/dev/null) || drivers="file null-co preallocate qcow2 raw"
+            drivers=$("${COMP_WORDS[0]}" --list-drivers 2>/dev/null) || drivers="file inject-error null-co preallocate qcow2 raw"
             COMPREPLY=($(compgen -W "$drivers" -- "$cur"))
             return ;;
         -o|--options)

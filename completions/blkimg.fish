@@ -15,7 +15,7 @@ function __blkimg_creatable
 end
 
 function __blkimg_drivers
-    blkimg --list-drivers 2>/dev/null; or printf '%s\n' file null-co preallocate qcow2 raw
+    blkimg --list-drivers 2>/dev/null; or printf '%s\n' file inject-error null-co preallocate qcow2 raw
 end
 
 complete -c blkimg -f -n __blkimg_no_command -a check -d 'check an image\'s metadata for errors and leaked clusters'

@@ -11,6 +11,7 @@ DriverSpec null_co_driver();
 DriverSpec raw_driver();
 DriverSpec qcow2_driver();
 DriverSpec preallocate_driver();
+DriverSpec inject_error_driver();
 
 void Registry::add(DriverSpec spec) {
     std::string name = spec.name;
@@ -36,6 +37,7 @@ const Registry& Registry::builtin() {
         r.add(raw_driver());
         r.add(qcow2_driver());
         r.add(preallocate_driver());
+        r.add(inject_error_driver());
         return r;
     }();
     return reg;

@@ -49,6 +49,31 @@ Node* find_backing_image(Node& top, const std::string& name) {
     return nullptr;
 }
 
+// Why an interrupted or failed commit loses nothing (tests/interop/commit_robust.sh fails
+// each write, flush and resize in turn, and signals the copy):
+// - The top is only read until the base is complete: the copy writes the base, flushes it,
+//   and the base is reopened read-only (its caches written back, flushed again) before
+//   make_empty() touches the top. Whatever stops the job before that leaves the top byte for
+//   byte as it was, and the chain still reads as before: every range the base got is still
+//   allocated above it. An error while the top is emptied leaves part of its clusters in
+//   place, but the base already holds all of them.
+// - In the base, every cluster holds its old or its new content at every moment, because
+//   the qcow2 engine orders its writes (see formats/qcow2/engine.h, writeback_locked()):
+//   the data of a newly allocated cluster is written first (the L2 entry pointing at it is
+//   changed only in the cache, after the data write returned); at write-back the refcount
+//   blocks (and a grown refcount table, then the header naming it) go first, a host flush,
+//   then the L2 tables, a flush, then the L1 table (a grown one at a new place, then the
+//   header naming it), a flush, and only then the refcount decrements of the clusters
+//   nothing points at any more. So an L2 entry never points at a cluster whose data is not
+//   on disk or whose refcount is not yet counted; a stop between steps leaks clusters
+//   (refcount without a reference: `qemu-img check` exit 3, harmless) and never leaves a
+//   reference without a refcount. A cluster written in place (COPIED, refcount 1) is one
+//   pwrite of its range: old or new bytes. A shared cluster (internal snapshots) is copied
+//   to a new one like an unallocated cluster, so the snapshot's bytes are never written.
+// - After an I/O error in metadata the engine writes nothing more (broken_), so the image
+//   stays as its last complete write-back left it.
+// - A raw base has no metadata: each write puts new bytes over old ones, and a grown raw
+//   base's new tail reads as zeroes (its old content) until written.
 Result<CommitStats> commit_image(Graph& g, const CommitOptions& o) {
     if (!o.top) return make_error(EINVAL, "commit: no top image");
     Node* layer = skip_filters(o.top);
@@ -90,21 +115,32 @@ Result<CommitStats> commit_image(Graph& g, const CommitOptions& o) {
     c.progress = o.progress;
     c.cancel = o.cancel;
     // The base keeps its layout: guest-order writes, as qemu's job writes.
-    BLK_TRY_ASSIGN(stats.copy, copy_image(c));  // flushes the base
+    // Errors name the base; the caller knows the top is untouched (see above).
+    const std::string base_name = base_filename(*base);
+    auto copied = copy_image(c);  // flushes the base
+    if (!copied) {
+        if (copied.error().code == ECANCELED) return std::move(copied).error();
+        return std::move(copied).error().with_context("Could not commit into '" + base_name + "'");
+    }
+    stats.copy = *copied;
+    // The base goes back to read-only (its caches written back and flushed once more)
+    // before the top is touched: an error up to here leaves the top as it was.
+    restore.armed = false;
+    BLK_TRY(g.reopen_read_only(*base).context("Could not commit into '" + base_name + "'"));
 
     if (!o.drop) {
         // Only now, with the base complete and flushed, is the top emptied.
         if (layer->read_only()) BLK_TRY(g.reopen_read_write(*layer));
+        // The base holds everything now: an error here loses nothing, the chain reads as before.
+        const std::string emptied = "Committed into '" + base_name + "', but could not empty the image";
         Status st = layer->make_empty();
         if (st) {
-            BLK_TRY(layer->flush());
+            BLK_TRY(layer->flush().context(emptied));
             stats.top_emptied = true;
         } else if (st.error().code != ENOTSUP) {
-            return std::move(st).error();
+            return std::move(st).error().with_context(emptied);
         }
     }
-    restore.armed = false;
-    BLK_TRY(g.reopen_read_only(*base));
     return stats;
 }
 

@@ -3,6 +3,7 @@ source "$SRCDIR/tests/lib.sh"
 "$BLKIMG" --help | grep -q "^usage: blkimg" || fail "--help lacks usage"
 "$BLKIMG" --version | grep -Eq "^blkimg version [0-9]+\.[0-9]+" || fail "--version"
 expect_eq "--list-drivers" "file
+inject-error
 null-co
 preallocate
 qcow2

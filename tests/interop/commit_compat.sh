@@ -81,6 +81,140 @@ mk_r2() {
 run_case r2 base.raw top.qcow2
 run_case r2 base.raw top.qcow2 -f qcow2
 
+# qcow2 bases with internal snapshots: what the snapshots hold must survive the commit.
+# Their clusters (and L2 tables) are shared with the active image, so each is copied before
+# it is written. snap_case NAME SNAPSHOTS...: after run_case, every snapshot of b/NAME's base
+# reads as it did before the commit (qemu-img convert -l, and snapshot -a on a copy), and
+# the base passes qemu-img check.
+snap_case() {
+    local name=$1; shift
+    rm -rf "r/$name"; mkdir -p "r/$name"; "mk_$name" "r/$name"
+    local sn size
+    size=$(qemu-img info --output=json "r/$name/base.qcow2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')
+    for sn in "$@"; do
+        qemu-img convert -l "$sn" -O raw "r/$name/base.qcow2" want.raw
+        qemu-img convert -l "$sn" -O raw "b/$name/base.qcow2" got.raw
+        cmp -s -n "$size" want.raw got.raw || fail "$name: snapshot $sn reads differently after the commit (convert -l)"
+        cp "b/$name/base.qcow2" applied.qcow2; cp "r/$name/base.qcow2" applied-ref.qcow2
+        qemu-img snapshot -a "$sn" applied.qcow2; qemu-img snapshot -a "$sn" applied-ref.qcow2
+        qemu-img compare -q applied-ref.qcow2 applied.qcow2 || fail "$name: snapshot $sn reads differently after the commit (snapshot -a)"
+        qemu-img check -q applied.qcow2 || fail "$name: check after snapshot -a $sn"
+    done
+    rm -f want.raw got.raw applied.qcow2 applied-ref.qcow2
+    qemu-img snapshot -l "b/$name/base.qcow2" | grep -c "^[0-9]" | grep -qx "$#" || fail "$name: the snapshot list changed"
+    ok "$name: snapshots $* unchanged"
+}
+# One snapshot taken right after the data was written: every L2 table and data cluster of
+# the base is shared with it.
+mk_s1() {
+    qemu-img create -q -f qcow2 "$1/base.qcow2" 4M
+    qi -c 'write -P 1 0 3M' "$1/base.qcow2"
+    qemu-img snapshot -c s1 "$1/base.qcow2"
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$1/top.qcow2" 6M
+    qi -c 'write -P 2 64k 128k' -c 'write -z 1M 256k' -c 'write -c -P 3 2M 64k' -c 'write -P 4 3000 1000' \
+        -c 'write -P 5 5M 64k' -c 'write -z 5200k 64k' "$1/top.qcow2"
+}
+run_case s1 base.qcow2 top.qcow2
+snap_case s1 s1
+# Two snapshots, writes between them and after, 4 KiB clusters (several L2 tables, some
+# shared with one snapshot, some with both, some with none), a compressed cluster in the base.
+mk_s2() {
+    qemu-img create -q -f qcow2 -o cluster_size=4k "$1/base.qcow2" 3M
+    qi -c 'write -P 1 0 1M' -c 'write -c -P 6 1536k 4k' "$1/base.qcow2"
+    qemu-img snapshot -c s1 "$1/base.qcow2"
+    qi -c 'write -P 7 512k 64k' -c 'write -P 8 2M 256k' "$1/base.qcow2"
+    qemu-img snapshot -c s2 "$1/base.qcow2"
+    qi -c 'write -P 9 2304k 8k' "$1/base.qcow2"
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$1/top.qcow2" 4M
+    qi -c 'write -P 2 0 2k' -c 'write -P 3 500k 40k' -c 'write -z 1536k 4k' -c 'write -P 4 2100k 900k' -c 'write -c -P 5 3M 64k' "$1/top.qcow2"
+}
+run_case s2 base.qcow2 top.qcow2
+snap_case s2 s1 s2
+run_case s2 base.qcow2 top.qcow2 -d
+snap_case s2 s1 s2
+# Persistent dirty bitmaps: in the base, every range the commit writes is marked in each
+# enabled bitmap (the disabled one stays as it was), the bitmaps follow the base's growth,
+# and they are stored back with the in-use flag clear: bit for bit as qemu-img leaves them.
+# In the top, emptying marks nothing (as in qemu).
+mk_bm() {
+    qemu-img create -q -f qcow2 "$1/base.qcow2" 4M
+    qemu-img bitmap --add "$1/base.qcow2" b0
+    qemu-img bitmap --add -g 128k "$1/base.qcow2" b2
+    qemu-img bitmap --add --disable "$1/base.qcow2" b1
+    qi -c 'write -P 1 0 1M' "$1/base.qcow2"
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$1/top.qcow2" 6M
+    qemu-img bitmap --add "$1/top.qcow2" t0
+    qi -c 'write -P 2 1536k 100k' -c 'write -z 3M 64k' -c 'write -c -P 3 2M 64k' -c 'write -P 4 5M 4k' -c 'discard 0 64k' "$1/top.qcow2"
+}
+for args in "" "-d"; do
+    # shellcheck disable=SC2086
+    run_case bm base.qcow2 top.qcow2 $args
+    python3 "$SRCDIR/tests/qcow2_bitmaps.py" q/bm/base.qcow2 b/bm/base.qcow2 >bm.out || fail "bm $args: $(cat bm.out)"
+    python3 "$SRCDIR/tests/qcow2_bitmaps.py" q/bm/top.qcow2 b/bm/top.qcow2 >bm.out || fail "bm $args: $(cat bm.out)"
+    # 16 granules dirty before (qemu-io's 1M), 21 after (the commit's writes, zeroes included).
+    python3 "$SRCDIR/tests/qcow2_bitmaps.py" b/bm/base.qcow2 | grep -q "'b0': 'flags=2 gran_bits=16 table=1 dirty=21 " ||
+        fail "bm $args: the base's bitmap b0 was not marked: $(python3 "$SRCDIR/tests/qcow2_bitmaps.py" b/bm/base.qcow2)"
+    ok "bm $args: the bitmaps of base and top as qemu-img leaves them"
+done
+# A bitmap left in use (a writer that died) is refused read-write, with nothing written.
+rm -rf e2; mkdir e2; mk_bm e2
+qemu-io -c 'write -P 5 0 64k' -c 'sigraise 9' e2/base.qcow2 >/dev/null 2>&1 || true
+python3 "$SRCDIR/tests/qcow2_bitmaps.py" e2/base.qcow2 | grep -q "flags=3" || fail "setup: qemu-io left no in-use bitmap"
+cp e2/base.qcow2 e2/base.before
+expect_fail 1 "bitmap 'b0' is inconsistent \(in use\)" "$BLKIMG" commit e2/top.qcow2
+cmp -s e2/base.qcow2 e2/base.before || fail "a refused commit changed the base with an in-use bitmap"
+ok "a base whose bitmap is in use is refused"
+
+# A top with an internal snapshot: emptied (as qemu-img empties it) without touching what
+# its snapshot holds.
+mk_ts() {
+    qemu-img create -q -f qcow2 "$1/base.qcow2" 2M
+    qi -c 'write -P 1 0 2M' "$1/base.qcow2"
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$1/top.qcow2" 2M
+    qi -c 'write -P 2 0 512k' -c 'write -z 1M 64k' "$1/top.qcow2"
+    qemu-img snapshot -c t1 "$1/top.qcow2"
+    qi -c 'write -P 3 256k 512k' "$1/top.qcow2"
+}
+run_case ts base.qcow2 top.qcow2
+rm -rf r/ts; mkdir -p r/ts; mk_ts r/ts
+# What the snapshot itself holds (read without the backing file, which the commit changed),
+# and what it reads through the chain, as after qemu-img's commit.
+own() { qemu-img convert -l t1 -O raw "json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"$1\"},\"backing\":null}" "$2"; }
+own r/ts/top.qcow2 want.raw
+own b/ts/top.qcow2 got.raw
+cmp -s want.raw got.raw || fail "ts: the top's snapshot holds other data after the commit"
+qemu-img convert -l t1 -O raw q/ts/top.qcow2 want.raw
+qemu-img convert -l t1 -O raw b/ts/top.qcow2 got.raw
+cmp -s want.raw got.raw || fail "ts: the top's snapshot reads differently from qemu-img's after the commit"
+rm -f want.raw got.raw
+ok "ts: the emptied top's snapshot unchanged"
+# convert -n into an image with a snapshot: the same copy-before-write.
+rm -rf cn; mkdir cn; mk_s2 cn
+qemu-img create -q -f qcow2 cn/src.qcow2 3M
+qi -c 'write -P 11 256k 1M' -c 'write -z 2M 128k' cn/src.qcow2
+cp cn/base.qcow2 cn/ref.qcow2
+"$BLKIMG" convert -n -O qcow2 cn/src.qcow2 cn/base.qcow2 || fail "convert -n into an image with snapshots"
+qemu-img compare -q cn/src.qcow2 cn/base.qcow2 || fail "convert -n into an image with snapshots: content"
+qemu-img check -q cn/base.qcow2 || fail "convert -n into an image with snapshots: check"
+for sn in s1 s2; do
+    qemu-img convert -l "$sn" -O raw cn/ref.qcow2 cn/want.raw
+    qemu-img convert -l "$sn" -O raw cn/base.qcow2 cn/got.raw
+    cmp -s cn/want.raw cn/got.raw || fail "convert -n into an image with snapshots: snapshot $sn changed"
+done
+ok "convert -n into an image with snapshots keeps them"
+# A v2 base with a snapshot cannot grow (qemu refuses it too): nothing is written.
+rm -rf v2s; mkdir v2s
+qemu-img create -q -f qcow2 -o compat=0.10 v2s/base.qcow2 1M
+qemu-img snapshot -c s1 v2s/base.qcow2
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 v2s/top.qcow2 2M
+qi -c 'write -P 3 0 64k' v2s/top.qcow2
+cp v2s/base.qcow2 v2s/base.before; cp v2s/top.qcow2 v2s/top.before
+qemu-img commit -q v2s/top.qcow2 2>/dev/null && fail "qemu-img commit grew a v2 base with a snapshot (test setup)"
+expect_fail 1 "^blkimg: Could not resize the base image: Can't resize a v2 image which has snapshots$" "$BLKIMG" commit v2s/top.qcow2
+cmp -s v2s/base.qcow2 v2s/base.before || fail "a refused commit changed the v2 base"
+cmp -s v2s/top.qcow2 v2s/top.before || fail "a refused commit changed the top"
+ok "a v2 base with a snapshot that would have to grow is refused, as qemu-img refuses it"
+
 # Three layers, the middle one in a subdirectory named relatively: the default base is the
 # middle image; -b names the bottom one (as stored in the middle image, or by a path that
 # resolves to it), committing the middle one too.

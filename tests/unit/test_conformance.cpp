@@ -77,6 +77,11 @@ std::vector<Stack> stacks() {
              make_qcow2(d / "a.qcow2");
              return Json{{"driver", "qcow2"}, {"file", {{"driver", "preallocate"}, {"file", file_opts(d / "a.qcow2")}}}};
          }},
+        {"qcow2 over inject-error (nothing within reach fails) over file", [](const TempDir& d) {
+             make_qcow2(d / "a.qcow2");
+             return Json{{"driver", "qcow2"},
+                         {"file", {{"driver", "inject-error"}, {"event", "any"}, {"skip", 1000000000}, {"file", file_opts(d / "a.qcow2")}}}};
+         }},
         {"qcow2 with an external data file", [](const TempDir& d) {
              make_qcow2(d / "a.qcow2", Json{{"data_file", d / "a.data"}});
              return Json{{"driver", "qcow2"}, {"file", file_opts(d / "a.qcow2")}, {"data-file", file_opts(d / "a.data")}};

@@ -16,11 +16,16 @@
 //   only after that. A crash leaks clusters at worst.
 // - Lazy refcounts: the dirty bit is set before the first metadata change and cleared by a
 //   clean flush; refcount write-back then waits for the flush.
+// - Internal snapshots: clusters and L2 tables they share (refcount > 1, COPIED clear) are
+//   copied before they are written, never written in place (meta.cpp, write.cpp).
+// - Persistent bitmaps (bitmap.cpp): flagged in use at the writable open, marked by every
+//   write, zero write and discard, stored back when the image closes or goes read-only.
 // - Flush writes everything back and flushes the host files (unless cache.no-flush). The
 //   destructor does the same, best effort and silently; call flush() to see errors. After
 //   corrupt metadata or an I/O error in metadata, nothing more is written (broken_).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -112,6 +117,11 @@ private:
     Status load_snapshots();
     Status load_bitmaps();
     Status open_writable(const Json& opts);
+    Status map_snapshots();
+    Status open_bitmaps();
+    void mark_bitmaps(uint64_t off, uint64_t len);
+    void resize_bitmaps(uint64_t size);
+    Status store_bitmaps_locked();
 
     // --- lookup and reads (read.cpp) ---
     Result<Extent> lookup_locked(uint64_t off, uint64_t max);
@@ -162,6 +172,27 @@ private:
     std::vector<uint64_t> l1_;
     std::vector<BitmapFacts> bitmaps_;
     std::vector<SnapshotFacts> snapshots_;
+    // Where each internal snapshot's L1 table lives (offset, entries), and the bytes the
+    // snapshot table takes: a writable open keeps them, and the L2 tables they name, off
+    // limits to data writes and allocation.
+    std::vector<std::pair<uint64_t, uint32_t>> snapshot_l1s_;
+    // Persistent bitmaps of a writable open (bitmap.cpp).
+    struct PersistentBitmap {
+        uint64_t dir_pos = 0;  // its entry's byte offset in bitmap_dir_
+        uint64_t table_off = 0;
+        uint32_t table_size = 0;
+        uint32_t flags = 0;  // as on disk before the open flagged it in-use
+        uint8_t gran_bits = 16;
+        bool enabled = false;  // "auto": writes mark it
+        std::vector<uint64_t> table;
+        std::vector<uint8_t> bits;  // bit i of byte k: granule 8k+i, as on disk
+        uint64_t bits_for(uint64_t size) const;
+    };
+    std::mutex bitmap_mu_;  // guards the bits of bitmaps_rw_ (writes mark them without mu_)
+    std::vector<PersistentBitmap> bitmaps_rw_;
+    std::vector<std::byte> bitmap_dir_;
+    std::atomic<bool> bitmaps_in_use_{false};  // flagged in-use on disk, to be stored back
+    uint64_t snapshot_table_bytes_ = 0;
 
     mutable std::mutex mu_;  // guards everything below: L1, caches, refcounts, header, in-flight
     MetaCache l2_cache_;

@@ -44,8 +44,24 @@ Result<MetaCache::Entry*> Qcow2Node::l2_for_write_locked(uint64_t l1_index) {
         return l2_cache_.insert(run.offset, std::vector<std::byte>(cs), true);
     }
     if (!(e & kEntryCopied)) {
-        return make_error(ENOTSUP, name_ + ": the L2 table at " + hex(off) +
-                                       " is shared (its L1 entry lacks the COPIED flag); writing such images is not supported yet");
+        // Shared with an internal snapshot (refcount > 1): the active L1 gets its own copy
+        // before anything in it changes, as qemu's l2_allocate. The copy's entries keep
+        // their flags: the data clusters stay shared by both tables (their refcounts do not
+        // change), so each is copied in turn when written. The old table loses the active
+        // L1's reference at write-back, after the L1 points at the copy.
+        BLK_TRY_ASSIGN(MetaCache::Entry * old_t, l2_load_locked(off, l1_index));
+        std::vector<std::byte> copy = old_t->data;
+        BLK_TRY_ASSIGN(uint64_t refs, refs_->get(off / cs));
+        BLK_TRY(mark_dirty_locked());
+        BLK_TRY_ASSIGN(AllocRun run, refs_->allocate(1, true));
+        meta_.add(run.offset, cs);
+        l1_[l1_index] = run.offset | kEntryCopied;
+        l1_dirty_locked(l1_index);
+        refs_->defer_free(off / cs);
+        // Nothing else holds a table whose refcount was 1 (a COPIED flag left clear): it is
+        // free space after the decrement.
+        if (refs <= 1) meta_.remove(off, cs);
+        return l2_cache_.insert(run.offset, std::move(copy), true);
     }
     return l2_load_locked(off, l1_index);
 }
@@ -220,6 +236,8 @@ Status Qcow2Node::do_truncate(uint64_t size, Prealloc prealloc) {
     Lock lk(mu_);
     BLK_TRY(writable_locked());
     if (size == size_) return {};
+    // As qemu: a v2 snapshot records no disk size of its own, so it would take the new one.
+    if (h_.nb_snapshots > 0 && h_.version < 3) return make_error(ENOTSUP, "Can't resize a v2 image which has snapshots");
     if (size < size_) return make_error(ENOTSUP, name_ + ": shrinking qcow2 images is not supported yet");
     if (size % 512 != 0) return make_error(EINVAL, name_ + ": The new size must be a multiple of 512");
     if (size > kMaxVirtualSize) return make_error(EFBIG, name_ + ": Image is too big (virtual size " + std::to_string(size) + ")");
@@ -251,6 +269,7 @@ Status Qcow2Node::do_truncate(uint64_t size, Prealloc prealloc) {
         // As qemu: a raw data file's clusters are all mapped, so the new ones are too.
         if (prealloc == Prealloc::Off && external_ && (h_.autoclear & kAutoclearDataFileRaw)) prealloc = Prealloc::Metadata;
         size_ = size;
+        resize_bitmaps(size);
         header_dirty_ = true;
         if (prealloc != Prealloc::Off) BLK_TRY(preallocate_locked(old_size, size, prealloc));
         return writeback_locked(false);

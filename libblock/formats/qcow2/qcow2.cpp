@@ -86,12 +86,6 @@ Status Qcow2Node::init(OpenContext& ctx, const Json& opts, std::shared_ptr<Node>
 // checks the tables a write may touch before anything is written.
 Status Qcow2Node::open_writable(const Json& opts) {
     const uint64_t cs = h_.cluster_size();
-    if (h_.nb_snapshots > 0) {
-        return make_error(ENOTSUP, name_ + ": writing qcow2 images with internal snapshots is not supported yet");
-    }
-    if (h_.has_bitmaps_ext) {
-        return make_error(ENOTSUP, name_ + ": writing qcow2 images with persistent bitmaps is not supported yet");
-    }
     if ((h_.incompatible & kIncompatCorrupt) && !file_->incomplete()) {
         return make_error(EACCES, name_ + ": Image is corrupt; cannot be opened read/write");
     }
@@ -137,12 +131,57 @@ Status Qcow2Node::open_writable(const Json& opts) {
         if (meta_.overlaps(off, cs)) return make_error(EIO, what + ", which holds other qcow2 metadata");
         meta_.add(off, cs);
     }
+    BLK_TRY(map_snapshots());
+    BLK_TRY(open_bitmaps());
     writable_ = true;
-    // A writer that does not maintain an autoclear feature must clear its bit first.
-    if (h_.version >= 3 && (h_.autoclear & ~kAutoclearDataFileRaw)) {
+    // A writer that does not maintain an autoclear feature must clear its bit first (the
+    // bitmaps' is kept: they are maintained).
+    const uint64_t kept = kAutoclearDataFileRaw | (h_.has_bitmaps_ext ? kAutoclearBitmaps : 0);
+    if (h_.version >= 3 && (h_.autoclear & ~kept)) {
         std::lock_guard lock(mu_);
-        h_.autoclear &= kAutoclearDataFileRaw;
+        h_.autoclear &= kept;
         BLK_TRY(write_header_locked());
+    }
+    return {};
+}
+
+// Internal snapshots: their table, their L1 tables and the L2 tables those name are
+// metadata a write must never land on (the refcounts keep them from being allocated; the
+// map also catches an L2 entry that points into them). L2 tables the active L1 shares are
+// in the map already. Clusters shared with a snapshot are copied before they are written
+// (their refcount is above 1, so their L2 entries and L1 entries lack the COPIED flag).
+Status Qcow2Node::map_snapshots() {
+    const uint64_t cs = h_.cluster_size();
+    const uint64_t fsize = file_->size();
+    if (h_.nb_snapshots == 0) return {};
+    const uint64_t tbytes = (snapshot_table_bytes_ + cs - 1) / cs * cs;
+    if (h_.snapshots_offset % cs != 0 || meta_.overlaps(h_.snapshots_offset, tbytes)) {
+        return make_error(EIO, name_ + ": the snapshot table at " + hex(h_.snapshots_offset) + " overlaps other qcow2 metadata");
+    }
+    meta_.add(h_.snapshots_offset, tbytes);
+    for (size_t i = 0; i < snapshot_l1s_.size(); ++i) {
+        const auto [l1_off, l1_size] = snapshot_l1s_[i];
+        const std::string what = name_ + ": snapshot " + std::to_string(i) + "'s L1 table at " + hex(l1_off);
+        const uint64_t bytes = uint64_t{l1_size} * 8;
+        if (bytes == 0) continue;
+        if (bytes > kMaxL1Bytes) return make_error(EIO, what + " is too large");
+        if (l1_off % cs != 0 || l1_off >= fsize || bytes > fsize - l1_off) {
+            return make_error(EIO, what + " is not cluster-aligned or lies past the end of the file");
+        }
+        const uint64_t span = (bytes + cs - 1) / cs * cs;
+        if (meta_.overlaps(l1_off, span)) return make_error(EIO, what + " overlaps other qcow2 metadata");
+        std::vector<std::byte> raw(bytes);
+        BLK_TRY(file_->read(l1_off, raw).context(what));
+        meta_.add(l1_off, span);
+        for (uint32_t k = 0; k < l1_size; ++k) {
+            const uint64_t l2 = load_be64(raw.data() + 8ull * k) & kOffsetMask;
+            if (l2 == 0) continue;
+            if (l2 % cs != 0 || l2 >= fsize || cs > fsize - l2) {
+                return make_error(EIO, what + ": entry " + std::to_string(k) + " points at " + hex(l2) + ", not a cluster of the file");
+            }
+            // Shared with the active L1 or another snapshot: already known.
+            if (!meta_.overlaps(l2, cs)) meta_.add(l2, cs);
+        }
     }
     return {};
 }
@@ -166,9 +205,13 @@ Status Qcow2Node::do_reopen(bool writable) {
     }
     {
         std::lock_guard lock(mu_);
-        if (writable_ && !broken_) BLK_TRY(writeback_locked(true));
+        if (writable_ && !broken_) {
+            BLK_TRY(store_bitmaps_locked());
+            BLK_TRY(writeback_locked(true));
+        }
         writable_ = false;
     }
+    bitmaps_rw_.clear();
     refs_.reset();
     meta_ = MetadataMap{};
     read_only_ = true;
@@ -180,7 +223,7 @@ Qcow2Node::~Qcow2Node() {
     // order; errors go unreported (call flush() to see them). Corrupt images get nothing.
     if (!writable_) return;
     std::lock_guard lock(mu_);
-    if (!broken_) (void)writeback_locked(true);
+    if (!broken_ && store_bitmaps_locked()) (void)writeback_locked(true);
 }
 
 std::optional<bool> Qcow2Node::dirty() const {
@@ -228,6 +271,7 @@ Status Qcow2Node::load_snapshots() {
         if (off > fsize || kEntryHeader > fsize - off) return make_error(EINVAL, where + " lies past the end of the file");
         std::byte hdr[kEntryHeader];
         BLK_TRY(file_->read(off, hdr).context(where));
+        snapshot_l1s_.emplace_back(load_be64(hdr), load_be32(hdr + 8));
         const uint16_t id_size = load_be16(hdr + 12);
         const uint16_t name_size = load_be16(hdr + 14);
         const uint32_t date_sec = load_be32(hdr + 16);
@@ -261,6 +305,7 @@ Status Qcow2Node::load_snapshots() {
         snapshots_.push_back(std::move(sn));
         off += (kEntryHeader + rest + 7) & ~7ull;
     }
+    snapshot_table_bytes_ = off - h_.snapshots_offset;
     return {};
 }
 

@@ -16,6 +16,7 @@ bool zero_kind(ClusterKind k) { return k == ClusterKind::ZeroPlain || k == Clust
 }  // namespace
 
 Status Qcow2Node::do_write(uint64_t off, std::span<const std::byte> buf) {
+    mark_bitmaps(off, buf.size());
     while (!buf.empty()) {
         // Pieces end on cluster boundaries so each is planned on its own.
         uint64_t n = std::min<uint64_t>(buf.size(), kMaxWriteChunk);
@@ -306,6 +307,7 @@ Status Qcow2Node::write_chunk(uint64_t off, std::span<const std::byte> buf) {
 // Refcounts::allocate_bytes), then its L2 entry is set and the old cluster released.
 Status Qcow2Node::do_write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c) {
     if (!c.compressed) return do_write(off, c.bytes);
+    mark_bitmaps(off, len);
     const uint64_t cs = h_.cluster_size();
     if (c.bytes.empty() || c.bytes.size() >= cs) {
         return make_error(EINVAL, name_ + ": a compressed cluster of " + std::to_string(c.bytes.size()) + " bytes does not fit");

@@ -42,6 +42,7 @@ Status Qcow2Node::do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) 
         std::lock_guard lock(mu_);
         BLK_TRY(writable_locked());
     }
+    mark_bitmaps(off, bytes);
     const uint64_t g = h_.subcluster_size();
     const uint64_t end = off + bytes;
     uint64_t a = (off + g - 1) / g * g;
@@ -70,6 +71,7 @@ Status Qcow2Node::do_discard(uint64_t off, uint64_t bytes) {
         std::lock_guard lock(mu_);
         BLK_TRY(writable_locked());
     }
+    mark_bitmaps(off, bytes);
     // As qemu: whole clusters only (the partial last one counts when the request reaches the
     // end), and nothing for v2 images over a backing file, whose only way to drop a cluster
     // would show the backing file's data.
@@ -83,8 +85,9 @@ Status Qcow2Node::do_discard(uint64_t off, uint64_t bytes) {
 }
 
 // qemu's make_empty: a full discard of every cluster (unallocated, not zero, so the
-// backing file shows through again), in every version; snapshots never get here (a
-// writable open refuses them). The host space is freed in the refcounts; the file keeps
+// backing file shows through again), in every version. Clusters and L2 tables shared with
+// internal snapshots lose the active image's reference only (the snapshots keep reading
+// them). The host space is freed in the refcounts; the file keeps
 // its length (qemu may rebuild a small image from scratch instead, with the same result
 // for the guest).
 Status Qcow2Node::do_make_empty() {

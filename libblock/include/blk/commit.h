@@ -48,15 +48,18 @@ Node* find_backing_image(Node& top, const std::string& name);
 // gets every range the layers above it allocate, through the copy engine with the base as
 // its explicit base (zero ranges become write_zeroes, compressed clusters are read like
 // any other, unallocated ranges are never read). Then, unless drop, the top is emptied
-// (Node::make_empty; a format that cannot is left as is, as qemu-img does), and the base
-// goes back to read-only. Intermediate layers are read, never written: after a commit
-// into a deeper base they may read differently, as qemu documents for -b.
+// (Node::make_empty; a format that cannot is left as is, as qemu-img does); the base is
+// back to read-only before that. A qcow2 base's internal snapshots keep their content (what they
+// share is copied before it is written). Errors name the base ("Could not commit into 'B'")
+// or, once the base is complete, say that only emptying the top failed. Intermediate
+// layers are read, never written: after a commit into a deeper base they may read
+// differently, as qemu documents for -b.
 //
-// Order of writes: the base is written and flushed completely before the top is touched,
+// Order of writes: the base is written, flushed and reopened read-only before the top is touched,
 // so an interruption during the copy leaves the top whole (the chain still reads as
 // before: every range written to the base is still allocated above it) and the base a
 // consistent image whose clusters hold either old or new content (qcow2 writes data
-// before the metadata that points at it, and refcounts before both).
+// before the metadata that points at it, and refcounts before both; see commit.cpp).
 Result<CommitStats> commit_image(Graph& g, const CommitOptions& o);
 
 }  // namespace blk
