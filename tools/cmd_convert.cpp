@@ -331,6 +331,7 @@ int Converter::open_target() {
         // end; "none", "off" and "directsync" bypass the host's page cache.
         flags.cache_no_flush = !p_.flush;
         flags.cache_direct = p_.direct;
+        flags.discard_unmap = p_.min_sparse != 0;  // as qemu-img: the target unmaps unless -S 0
         BLK_TRY_ASSIGN(blk::Graph g, blk::open_image(spec, flags, &objects_));
         if (!a_.no_create && !new_target_.direct() && p_.out_fmt == "qcow2") BLK_TRY(insert_preallocate(g));
         return g;

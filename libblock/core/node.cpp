@@ -1,4 +1,5 @@
 // Node: the checked request contract, child edges and their role invariants, filters.
+#include "../jobs/zero_scan.h"
 #include "blk/node.h"
 
 #include <algorithm>
@@ -39,6 +40,8 @@ Status Node::write(uint64_t off, std::span<const std::byte> buf) {
     if (read_only_) return make_error(EACCES, "node '" + driver_ + "' is read-only");
     BLK_TRY(check_range(*this, off, buf.size(), "write"));
     if (buf.empty()) return {};
+    if (detect_zeroes_ != DetectZeroes::Off && copy_detail::is_zero(buf))
+        return do_write_zeroes(off, buf.size(), detect_zeroes_ == DetectZeroes::Unmap ? kZeroMayUnmap : 0);
     return do_write(off, buf);
 }
 

@@ -87,13 +87,29 @@ Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
     // (bdrv_inherited_options): a format node's force-share reaches its file's locks.
     BLK_TRY_ASSIGN(auto share, opt_bool(opts, "force-share"));
     BLK_TRY_ASSIGN(auto ro, opt_bool(opts, "read-only"));
+    BLK_TRY_ASSIGN(auto auto_ro, opt_bool(opts, "auto-read-only"));
+    // detect-zeroes=unmap turns zero writes into discards, which discard=ignore (qemu's
+    // default) forbids: refused in qemu's words.
+    const std::string detect = opts.contains("detect-zeroes") ? opts["detect-zeroes"].get<std::string>() : "off";
+    const std::string discard =
+        opts.contains("discard") ? opts["discard"].get<std::string>() : (flags_.discard_unmap ? "unmap" : "ignore");
+    if (detect == "unmap" && discard != "unmap" && discard != "on")
+        return make_error(EINVAL, "setting detect-zeroes to unmap is not allowed without setting discard operation to unmap");
     const OpenFlags saved = flags_;
     if (share.value_or(false)) flags_.force_share = true;
     if (ro.value_or(false)) flags_.read_only = true;
     auto opened = spec->open(*this, opts);
+    // auto-read-only=on: an image that cannot be opened for writing (no permission, a
+    // read-only file system) opens read-only instead, as qemu's.
+    if (!opened && auto_ro.value_or(false) && !flags_.read_only &&
+        (opened.error().code == EACCES || opened.error().code == EROFS || opened.error().code == EPERM)) {
+        flags_.read_only = true;
+        opened = spec->open(*this, opts);
+    }
     flags_.force_share = saved.force_share;
     flags_.read_only = saved.read_only;
     BLK_TRY_ASSIGN(std::shared_ptr<Node> node, std::move(opened));
+    if (detect != "off") node->set_detect_zeroes(detect == "unmap" ? Node::DetectZeroes::Unmap : Node::DetectZeroes::On);
     std::vector<std::string> strong;
     for (const OptSpec& o : spec->options)
         if (o.strong) strong.push_back(o.name);

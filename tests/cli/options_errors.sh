@@ -52,3 +52,31 @@ expect_fail 1 "base.qcow2" "$BLKIMG" map top.qcow2
 "$BLKIMG" info --object secret,id=sec0,data=x r.img >/dev/null || fail "--object secret rejected"
 "$BLKIMG" info -f raw top.qcow2 | grep -q "^file format: raw$" || fail "-f raw not honoured on a qcow2 file"
 ok "good specs open"
+
+# detect-zeroes: all-zero writes become zero writes (qcow2 zero clusters), as qemu-img's
+# convert -S 0 makes them, and unmap without discard=unmap is refused in qemu's words.
+head -c 2M /dev/zero > dz.raw
+head -c 2M /dev/urandom >> dz.raw
+for mode in off on; do
+    qemu-img create -q -f qcow2 "q-$mode.qcow2" 4M
+    qemu-img create -q -f qcow2 "b-$mode.qcow2" 4M
+    qemu-img convert -S 0 -n -f raw dz.raw --target-image-opts "driver=qcow2,detect-zeroes=$mode,file.filename=q-$mode.qcow2"
+    "$BLKIMG" convert -S 0 -n -f raw dz.raw --target-image-opts "driver=qcow2,detect-zeroes=$mode,file.filename=b-$mode.qcow2" ||
+        fail "convert with detect-zeroes=$mode"
+    expect_eq "detect-zeroes=$mode: the map" "$(qemu-img map --output=json "q-$mode.qcow2")" "$(qemu-img map --output=json "b-$mode.qcow2")"
+    qemu-img compare -q dz.raw "b-$mode.qcow2" || fail "detect-zeroes=$mode: content differs"
+done
+qemu-img map --output=json b-on.qcow2 | grep -q '"zero": true' || fail "detect-zeroes=on made no zero cluster"
+msg="setting detect-zeroes to unmap is not allowed without setting discard operation to unmap"
+# convert's target unmaps unless -S 0 (qemu-img's BDRV_O_UNMAP), so only -S 0 refuses it.
+expect_fail 1 "$msg" "$BLKIMG" convert -S 0 -n dz.raw --target-image-opts driver=qcow2,detect-zeroes=unmap,file.filename=b-on.qcow2
+qmsg=$(qemu-img convert -S 0 -n dz.raw --target-image-opts driver=qcow2,detect-zeroes=unmap,file.filename=b-on.qcow2 2>&1 || true)
+case "$qmsg" in *"$msg"*) ;; *) fail "qemu-img says otherwise: $qmsg" ;; esac
+cp q-off.qcow2 q-unmap.qcow2
+cp q-off.qcow2 b-unmap.qcow2
+qemu-img convert -n dz.raw --target-image-opts driver=qcow2,detect-zeroes=unmap,file.filename=q-unmap.qcow2
+"$BLKIMG" convert -n dz.raw --target-image-opts driver=qcow2,detect-zeroes=unmap,file.filename=b-unmap.qcow2 ||
+    fail "detect-zeroes=unmap on a convert target"
+expect_eq "detect-zeroes=unmap: the map" "$(qemu-img map --output=json q-unmap.qcow2)" "$(qemu-img map --output=json b-unmap.qcow2)"
+expect_fail 1 "Parameter 'detect-zeroes'" "$BLKIMG" info 'json:{"driver":"raw","detect-zeroes":true,"file":{"driver":"file","filename":"dz.raw"}}'
+ok "detect-zeroes as qemu-img"

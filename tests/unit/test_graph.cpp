@@ -702,3 +702,88 @@ TEST_CASE("one writer, many readers: an edit giving a node a second writing pare
     reader->make_read_only();
     REQUIRE(g.attach(a, "backing", reader, kRoleCow));
 }
+
+namespace {
+
+// A protocol over memory that cannot be opened for writing (as a file without write
+// permission), and counts the zero writes that reach it.
+struct ZeroCountNode : MemNode {
+    ZeroCountNode() : MemNode(65536) {}
+    int zero_writes = 0;
+    unsigned last_flags = 0;
+
+protected:
+    Status do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) override {
+        ++zero_writes;
+        last_flags = flags;
+        return MemNode::do_write_zeroes(off, bytes, flags & ~kZeroNoFallback);
+    }
+};
+
+Registry test_registry() {
+    Registry reg;
+    DriverSpec d;
+    d.name = "ro-mem";
+    d.kind = DriverKind::Protocol;
+    d.open = [](OpenContext& ctx, const Json&) -> Result<std::shared_ptr<Node>> {
+        if (!ctx.flags().read_only) return make_error(EACCES, "ro-mem: Permission denied");
+        auto n = std::make_shared<ZeroCountNode>();
+        n->make_read_only();
+        return std::shared_ptr<Node>(n);
+    };
+    reg.add(d);
+    DriverSpec w;
+    w.name = "zero-mem";
+    w.kind = DriverKind::Protocol;
+    w.open = [](OpenContext&, const Json&) -> Result<std::shared_ptr<Node>> {
+        return std::shared_ptr<Node>(std::make_shared<ZeroCountNode>());
+    };
+    reg.add(w);
+    return reg;
+}
+
+}  // namespace
+
+TEST_CASE("auto-read-only opens read-only what cannot be opened for writing; without it the open fails") {
+    const Registry reg = test_registry();
+    OpenFlags fl;
+    fl.read_only = false;
+    OpenContext plain(reg, fl);
+    auto refused = plain.open(Json{{"driver", "ro-mem"}});
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().code == EACCES);
+    OpenContext with_auto(reg, fl);
+    auto opened = with_auto.open(Json{{"driver", "ro-mem"}, {"auto-read-only", true}});
+    REQUIRE(opened);
+    CHECK((*opened)->read_only());
+    // Only a permission problem falls back; the flag is not a way around bad options.
+    CHECK_FALSE(with_auto.open(Json{{"driver", "ro-mem"}, {"auto-read-only", true}, {"bogus", 1}}));
+}
+
+TEST_CASE("detect-zeroes turns all-zero writes into zero writes; unmap needs discard=unmap") {
+    const Registry reg = test_registry();
+    OpenFlags fl;
+    fl.read_only = false;
+    OpenContext ctx(reg, fl);
+    const std::vector<std::byte> zeroes(4096), data(4096, std::byte{1});
+    for (const char* mode : {"off", "on", "unmap"}) {
+        Json opts{{"driver", "zero-mem"}, {"detect-zeroes", mode}};
+        if (std::string(mode) == "unmap") opts["discard"] = "unmap";
+        auto n = ctx.open(opts);
+        REQUIRE(n);
+        auto& z = static_cast<ZeroCountNode&>(**n);
+        REQUIRE((*n)->write(0, data));
+        REQUIRE((*n)->write(4096, zeroes));
+        INFO(mode);
+        CHECK(z.zero_writes == (std::string(mode) == "off" ? 0 : 1));
+        if (std::string(mode) == "unmap") CHECK((z.last_flags & kZeroMayUnmap) != 0);
+        if (std::string(mode) == "on") CHECK((z.last_flags & kZeroMayUnmap) == 0);
+        std::vector<std::byte> back(8192);
+        REQUIRE((*n)->read(0, back));
+        CHECK(std::equal(data.begin(), data.end(), back.begin()));
+        CHECK(std::all_of(back.begin() + 4096, back.end(), [](std::byte b) { return b == std::byte{0}; }));
+    }
+    auto st = ctx.open(Json{{"driver", "zero-mem"}, {"detect-zeroes", "unmap"}});
+    REQUIRE_FALSE(st);
+    CHECK(st.error().message == "setting detect-zeroes to unmap is not allowed without setting discard operation to unmap");
+}

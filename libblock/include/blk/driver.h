@@ -114,6 +114,10 @@ struct OpenFlags {
     // the image spec names itself wins.
     bool cache_direct = false;
     bool cache_no_flush = false;
+    // The default of every node's "discard" option: false is qemu's "ignore", true "unmap"
+    // (qemu's BDRV_O_UNMAP, which qemu-img sets on convert targets unless -S 0, and on
+    // commit). detect-zeroes=unmap needs "unmap".
+    bool discard_unmap = false;
 };
 
 // State shared by every node opened for one graph: flags, objects, the chain being opened

@@ -103,6 +103,11 @@ public:
     const std::string& driver_name() const { return driver_; }
     const std::string& node_name() const { return node_name_; }
     void set_node_name(std::string n) { node_name_ = std::move(n); }
+    // The node's detect-zeroes option (qemu's): a write whose buffer is all zeroes becomes
+    // a zero write (kZeroMayUnmap with Unmap). Set by the opener.
+    enum class DetectZeroes { Off, On, Unmap };
+    void set_detect_zeroes(DetectZeroes d) { detect_zeroes_ = d; }
+    DetectZeroes detect_zeroes() const { return detect_zeroes_; }
     uint64_t size() const { return size_; }
     bool read_only() const { return read_only_; }
     const NodeLimits& limits() const { return limits_; }
@@ -265,6 +270,7 @@ protected:
     std::atomic<uint64_t> size_{0};
     bool read_only_ = true;
     NodeLimits limits_;
+    DetectZeroes detect_zeroes_ = DetectZeroes::Off;
 
 private:
     friend struct Graph;
