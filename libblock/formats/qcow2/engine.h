@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "blk/check.h"
 #include "blk/driver.h"
 #include "cache.h"
 #include "format.h"
@@ -40,6 +41,9 @@ constexpr size_t kMinL2CacheTables = 2;
 constexpr uint64_t kMaxWriteChunk = 8ull << 20;  // bigger requests are planned in pieces
 
 std::string hex(uint64_t v);
+
+// The check (and repair, on a writable `file`) of the qcow2 image in `file` (check.cpp).
+Result<CheckResult> check_qcow2(Node& file, Repair repair);
 
 // Where one run of guest bytes comes from (one L2 table at most).
 struct Extent {
