@@ -100,17 +100,19 @@ int cmd_check(int argc, char** argv) {
         args.cache_direct = cache_mode_direct(cache);
     }
     const blk::Repair mode = repair.empty() ? blk::Repair::None : repair == "leaks" ? blk::Repair::Leaks : blk::Repair::All;
-    auto g = open_image_args(args, false);
-    if (!g && mode != blk::Repair::None && is_lock_conflict(g.error())) {
-        // qemu-img opens the image read-write at once, so a holder of the image fails its
-        // "write" permission first; its two-line message.
-        const std::string& m = g.error().message;
+    // qemu-img check -r opens the image read-write at once, so any holder of the image fails
+    // its "write" permission first: its two-line message, whether the read-only open or the
+    // reopen for writing met the holder.
+    auto write_lock_error = [&](const blk::Error& e) {
+        const std::string& m = e.message;
         const size_t lb = m.find('['), rb = m.rfind(']');
         const std::string path = lb != std::string::npos && rb > lb ? m.substr(lb + 1, rb - lb - 1) : args.filename;
         print_error("Could not open '" + args.filename + "': Failed to get \"write\" lock\nIs another process using the image [" +
                     path + "]?");
         return kExitNotCompleted;
-    }
+    };
+    auto g = open_image_args(args, false);
+    if (!g && mode != blk::Repair::None && is_lock_conflict(g.error())) return write_lock_error(g.error());
     if (!g) {
         print_error(g.error().message);
         return kExitNotCompleted;
@@ -120,6 +122,7 @@ int cmd_check(int argc, char** argv) {
         // The image's file is reopened read-write in place (its write locks taken); the
         // format node above stays read-only: the repair writes the file itself.
         if (auto st = g->reopen_read_write(*target); !st) {
+            if (is_lock_conflict(st.error())) return write_lock_error(st.error());
             print_error("Could not open '" + args.filename + "': " + st.error().message);
             return kExitNotCompleted;
         }
