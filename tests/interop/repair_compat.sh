@@ -116,6 +116,31 @@ for what in huge-l1 reftable-eof; do
 done
 ok "hostile images"
 
+# A dirty image (lazy refcounts, qemu-io aborted before its refcounts reached the disk) opened
+# read-write by blkimg (as a commit base, as a convert -n target) is repaired first, as qemu
+# repairs it on open: the same bytes as qemu-io's open leaves, clean, and the data written
+# afterwards is there. Read-only opens leave it as it is.
+qemu-img create -q -f qcow2 -o lazy_refcounts=on zd.qcow2 64M
+{ qemu-io -c 'write -P 3 0 2M' -c 'flush' -c 'write -P 4 4M 1M' -c abort zd.qcow2; } >/dev/null 2>&1 || true
+[ "$(od -An -tx8 --endian=big -j 72 -N 8 zd.qcow2 | tr -d ' ')" = 0000000000000001 ] || fail "test setup: zd.qcow2 is not dirty"
+rc=0; qemu-img check zd.qcow2 >/dev/null 2>&1 || rc=$?
+[ "$rc" = 2 ] || fail "test setup: qemu-img check of the dirty image exits $rc, not 2"
+cp zd.qcow2 zd.before
+"$BLKIMG" check zd.qcow2 >/dev/null 2>&1 || true
+"$BLKIMG" info zd.qcow2 | grep -q "cleanly shut down: no" || fail "info of the dirty image does not say so"
+cmp -s zd.qcow2 zd.before || fail "a read-only open changed the dirty image"
+cp zd.qcow2 zq.qcow2; qi -c 'flush' zq.qcow2
+cp zd.qcow2 zb.qcow2; qemu-img create -q -f qcow2 -b zb.qcow2 -F qcow2 ztop.qcow2
+"$BLKIMG" commit -q ztop.qcow2 || fail "commit into the dirty base"
+cmp -s zq.qcow2 zb.qcow2 || fail "the base repaired on open differs from qemu's repair on open"
+qemu-img check -q zb.qcow2 || fail "the base repaired on open is not clean"
+qemu-img create -q -f qcow2 src.qcow2 64M; qi -c 'write -P 9 1M 64k' src.qcow2
+cp zd.qcow2 zc.qcow2
+"$BLKIMG" convert -n -O qcow2 src.qcow2 zc.qcow2 || fail "convert -n into the dirty image"
+qemu-img check -q zc.qcow2 || fail "the convert target repaired on open is not clean"
+qemu-img compare -q src.qcow2 zc.qcow2 || fail "the convert target repaired on open reads wrong"
+ok "a dirty image is repaired when opened read-write"
+
 # Locking: qemu-io holding the image read-write or read-only makes -r refuse it with
 # qemu-img's message, the image untouched; plain check still works under a read-only holder.
 wait_lock() { for _ in $(seq 50); do grep -Eq " ($1|[0-9]+) $1\$" /proc/locks && return; sleep 0.1; done; fail "qemu-io took no lock on byte $1"; }

@@ -116,6 +116,7 @@ private:
     Status load_snapshots();
     Status load_bitmaps();
     Status open_writable(const Json& opts);
+    Status repair_dirty();
 
     // --- lookup and reads (read.cpp) ---
     Result<Extent> lookup_locked(uint64_t off, uint64_t max);
