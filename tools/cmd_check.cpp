@@ -145,6 +145,10 @@ int cmd_check(int argc, char** argv) {
                 std::fflush(stdout);
             }
             const uint64_t cf = r->corruptions_fixed, lf = r->leaks_fixed;
+            if (r->disabled) {
+                print_error(std::string("Check failed: ") + std::strerror(ENOMEDIUM));
+                return kExitNotCompleted;
+            }
             r = blk::check_image(g->root.get());
             if (r) {
                 r->corruptions_fixed = cf;
@@ -172,7 +176,10 @@ int cmd_check(int argc, char** argv) {
             print_human(*r);
         }
     }
-    if (r->check_errors) return kExitNotCompleted;
+    if (r->check_errors) {
+        print_error("Check failed");  // after the report, as qemu-img
+        return kExitNotCompleted;
+    }
     if (r->corruptions) return kExitCorrupt;
     if (r->leaks) return kExitLeaks;
     return kExitClean;

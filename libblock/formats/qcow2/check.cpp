@@ -74,6 +74,12 @@ public:
         r_.total_clusters = (h_.size + cs_ - 1) / cs_;
         data_file_ = (h_.incompatible & kIncompatDataFile) != 0;
         BLK_TRY(load_snapshots(snaps_, snap_bytes_));
+        if (fix_ != Repair::None && h_.l1_size && uint64_t{h_.l1_size} * 8 <= kMaxL1Bytes) {
+            // The active L1 as opened, for the overlap check of the writes a repair makes.
+            std::vector<std::byte> buf(uint64_t{h_.l1_size} * 8);
+            BLK_TRY(read(h_.l1_table_offset, buf));
+            for (uint32_t i = 0; i < h_.l1_size; ++i) active_l1_.push_back(load_be64(buf.data() + uint64_t{i} * 8));
+        }
 
         BLK_TRY(calculate(fix_ == Repair::All));
         // With a repair the first comparison only reports; it runs again below to fix.
@@ -129,13 +135,16 @@ private:
     }
     void set_counters(const CheckResult& c) {
         std::vector<std::string> lines = std::move(r_.lines);
+        const bool disabled = r_.disabled;
         r_ = c;
         r_.lines = std::move(lines);
+        r_.disabled = disabled;
     }
 
     // Counts every reference into a fresh in-memory refcount table (qemu's
     // calculate_refcounts); `fix` repairs refcount blocks past the end of the file.
     Status calculate(bool fix) {
+        calc_fix_ = fix;
         nb_clusters_ = std::max<uint64_t>(nb_clusters_, (file_.size() + cs_ - 1) / cs_);
         imrt_.assign(nb_clusters_, 0);
         l1_.clear();
@@ -249,12 +258,12 @@ private:
                 r_.corruptions++;
             }
             BLK_TRY(read(l2_off, l2));
-            check_l2(l2, active);
+            BLK_TRY(check_l2(l2, l2_off, active));
         }
         return {};
     }
 
-    void check_l2(std::span<const std::byte> table, bool active) {
+    Status check_l2(std::span<std::byte> table, uint64_t l2_off, bool active) {
         const bool ext = h_.extended_l2();
         const unsigned csize_shift = 62 - (h_.cluster_bits - 8);
         const uint64_t csize_mask = (1ull << (h_.cluster_bits - 8)) - 1;
@@ -315,8 +324,13 @@ private:
                 r_.corruptions++;
                 const bool has_data = ext ? (bitmap & kL2BitmapAllAlloc) != 0 : !zero_flag;
                 if (!has_data) {
-                    line(fmt("ERROR offset=%" PRIx64 ": Preallocated cluster is not properly aligned; L2 entry corrupted.",
-                             off));
+                    const bool fix = calc_fix_;
+                    line(fmt("%s offset=%" PRIx64 ": Preallocated cluster is not properly aligned; L2 entry corrupted.",
+                             fix ? "Repairing" : "ERROR", off));
+                    if (fix) {
+                        BLK_TRY_ASSIGN(bool fixed, zero_l2_entry(table, l2_off, i, active));
+                        if (fixed) continue;  // the cluster is no longer referenced
+                    }
                 } else {
                     line(fmt("ERROR offset=%" PRIx64 ": Data cluster is not properly aligned; L2 entry corrupted.", off));
                 }
@@ -328,6 +342,90 @@ private:
             }
             if (!data_file_) inc(off, cs_);
         }
+        return {};
+    }
+
+    // Makes L2 entry `i` of the table at `l2_off` read as zeroes with nothing allocated
+    // (qemu's fix for a preallocated cluster at an unaligned offset), written at once. False
+    // if the write failed (the check goes on); an error if it would hit other metadata.
+    Result<bool> zero_l2_entry(std::span<std::byte> table, uint64_t l2_off, uint64_t i, bool active) {
+        L2Entry le = load_l2_entry(h_, table, i);
+        if (h_.extended_l2()) {
+            le.bitmap = (le.bitmap | (le.bitmap << 32)) & kL2BitmapAllZero;
+            le.entry = 0;
+        } else {
+            le.entry = kEntryZero;
+        }
+        store_l2_entry(h_, table, i, le);
+        const uint64_t esize = h_.l2_entry_size(), at = l2_off + i * esize;
+        if (const char* hit = overlap(at, esize, active ? kOlActiveL2 : kOlInactiveL2)) {
+            BLK_TRY(signal_overlap(hit));
+            line("ERROR: Overlap check failed");
+            r_.check_errors++;
+            return make_error(EIO, "an L2 entry to fix overlaps other metadata");
+        }
+        Status st = at + esize <= file_.size() ? file_.write(at, table.subspan(i * esize, esize)) : make_error(EIO, "past the end");
+        if (st) st = file_.flush();
+        if (!st) {
+            line(fmt("ERROR: Failed to overwrite L2 table entry: %s", std::strerror(st.error().code)));
+            r_.check_errors++;
+            return false;
+        }
+        r_.corruptions--;
+        r_.corruptions_fixed++;
+        return true;
+    }
+
+    // qemu's metadata overlap check (its default "cached" set: everything but inactive L2
+    // tables), in its order: the name of what [off, off + len) would overwrite, or null.
+    static constexpr unsigned kOlActiveL2 = 1, kOlInactiveL2 = 2, kOlActiveL1 = 4;
+    const char* overlap(uint64_t off, uint64_t len, unsigned ign) {
+        if (len == 0) return nullptr;
+        if (off < cs_) return "qcow2_header";
+        const uint64_t lo = off / cs_ * cs_, hi = (off + len + cs_ - 1) / cs_ * cs_;
+        auto hits = [&](uint64_t o, uint64_t l) { return l != 0 && o < hi && lo < o + l; };
+        if (!(ign & kOlActiveL1) && hits(h_.l1_table_offset, uint64_t{h_.l1_size} * 8)) return "active L1 table";
+        if (hits(h_.refcount_table_offset, reftable_.size() * 8)) return "refcount table";
+        if (hits(h_.snapshots_offset, snap_bytes_)) return "snapshot table";
+        for (const SnapshotRef& sn : snaps_) {
+            if (hits(sn.l1_offset, uint64_t{sn.l1_size} * 8)) return "inactive L1 table";
+        }
+        if (!(ign & kOlActiveL2)) {
+            for (uint64_t e : active_l1_) {
+                if ((e & kOffsetMask) && hits(e & kOffsetMask, cs_)) return "active L2 table";
+            }
+        }
+        for (uint64_t e : reftable_) {
+            if ((e & kRefTableEntryMask) && hits(e & kRefTableEntryMask, cs_)) return "refcount block";
+        }
+        if ((h_.autoclear & kAutoclearBitmaps) && hits(h_.bitmap_dir_offset, h_.bitmap_dir_size)) return "bitmap directory";
+        return nullptr;
+    }
+
+    // What qemu does when a write would overwrite metadata: it says so, marks the image
+    // corrupt (so that nothing writes to it until it is repaired) and stops.
+    Status signal_overlap(const char* what) {
+        signal_corruption(fmt("Preventing invalid write on metadata (overlaps with %s)", what));
+        return {};
+    }
+
+    // qemu's corruption event, said once: on a read-only check only reported; on an image
+    // open for repair the corrupt bit is set on disk and the image is done for (qemu can no
+    // longer check it again: "No medium found").
+    void signal_corruption(const std::string& what) {
+        if (signaled_) return;
+        signaled_ = true;
+        if (fix_ == Repair::None) {
+            line("qcow2: Image is corrupt: " + what + "; further non-fatal corruption events will be suppressed");
+            return;
+        }
+        line("qcow2: Marking image as corrupt: " + what + "; further corruption events will be suppressed");
+        r_.disabled = true;
+        if (h_.version < 3 || (h_.incompatible & kIncompatCorrupt)) return;
+        h_.incompatible |= kIncompatCorrupt;
+        std::byte be[8];
+        store_be64(be, h_.incompatible);
+        if (file_.write(72, be)) (void)file_.flush();  // best effort: the repair fails anyway
     }
 
     // Persistent bitmaps: the directory, each bitmap table and the data clusters it names.
@@ -417,7 +515,10 @@ private:
         if (idx >= reftable_.size()) return uint64_t{0};
         const uint64_t off = reftable_[idx] & kRefTableEntryMask;
         if (off == 0) return uint64_t{0};
-        if (off & (cs_ - 1)) return make_error(EIO, "unaligned refcount block");
+        if (off & (cs_ - 1)) {
+            signal_corruption(fmt("Refblock offset %#" PRIx64 " unaligned (reftable index: %#" PRIx64 ")", off, idx));
+            return make_error(EIO, "unaligned refcount block");
+        }
         if (block_index_ != idx) {
             block_.resize(cs_);
             BLK_TRY(read(off, block_));
@@ -459,9 +560,14 @@ private:
             if (r1 < r2) r_.corruptions++;
             else r_.leaks++;
         }
-        // Raised first, lowered after: see the top of the file.
-        BLK_TRY(set_disk_refcounts(raise));
-        BLK_TRY(set_disk_refcounts(lower));
+        // An image marked corrupt meanwhile gets no refcount writes (qemu's go through its
+        // refcount cache, which a disabled image never writes back): the fixes stay leaks;
+        // the discards of freed clusters still happen, as in qemu.
+        if (!r_.disabled) {
+            // Raised first, lowered after: see the top of the file.
+            BLK_TRY(set_disk_refcounts(raise));
+            BLK_TRY(set_disk_refcounts(lower));
+        }
         // Clusters freed for good are discarded once their refcount 0 is on disk, as qemu
         // does (advisory: a failed discard leaves the bytes, unreferenced).
         for (size_t k = 0; k < lower.size();) {
@@ -513,7 +619,7 @@ private:
     // True if [off, off + len) touches the header, the L1 table, the refcount table or a
     // refcount block, the snapshot table or a snapshot's L1 table, or lies past the end of
     // the file. `l2_ok`: an active L2 table may be there (it is the one being rewritten).
-    bool unsafe_to_write(uint64_t off, uint64_t len) const {
+    bool unsafe_to_write(uint64_t off, uint64_t len, bool l2_ok) const {
         const uint64_t size = file_.size();
         if (off < cs_ || off > size || len > size - off) return true;
         const uint64_t lo = off / cs_ * cs_, hi = (off + len + cs_ - 1) / cs_ * cs_;
@@ -526,6 +632,11 @@ private:
         if (hits(h_.snapshots_offset, snap_bytes_)) return true;
         for (const SnapshotRef& s : snaps_) {
             if (hits(s.l1_offset, uint64_t{s.l1_size} * 8)) return true;
+        }
+        if (!l2_ok) {
+            for (uint64_t e : active_l1_) {
+                if ((e & kOffsetMask) && hits(e & kOffsetMask, cs_)) return true;
+            }
         }
         return false;
     }
@@ -563,7 +674,12 @@ private:
                     std::byte be[8];
                     store_be64(be, fixed);
                     const uint64_t at = h_.l1_table_offset + uint64_t{i} * 8;
-                    if (at < cs_ || at + 8 > file_.size()) {
+                    if (const char* hit = overlap(at, 8, kOlActiveL1)) {
+                        BLK_TRY(signal_overlap(hit));
+                        r_.check_errors++;
+                        return make_error(EIO, "an L1 entry to fix overlaps other metadata");
+                    }
+                    if (at + 8 > file_.size()) {
                         line("ERROR: Could not write L1 entry; it lies outside the image");
                         r_.check_errors++;
                         return make_error(EIO, "L1 entry outside the image");
@@ -602,7 +718,9 @@ private:
             if (l2_dirty) {
                 // Only an L2 table that lies whole in the file on no other metadata is
                 // rewritten (qemu's overlap check).
-                if ((l2_off & (cs_ - 1)) || unsafe_to_write(l2_off, cs_)) {
+                const char* hit = overlap(l2_off, cs_, kOlActiveL2);
+                if (hit) BLK_TRY(signal_overlap(hit));
+                if (hit || (l2_off & (cs_ - 1)) || unsafe_to_write(l2_off, cs_, true)) {
                     line("ERROR: Could not write L2 table; metadata overlap check failed: Input/output error");
                     r_.check_errors++;
                     return make_error(EIO, "L2 table overlaps other metadata");
@@ -694,7 +812,9 @@ private:
                 return make_error(st.error().code, std::string("could not grow the image for a ") + what);
             }
         }
-        if (unsafe_to_write(off, buf.size())) {
+        const char* hit = overlap(off, buf.size(), 0);
+        if (hit) BLK_TRY(signal_overlap(hit));
+        if (hit || unsafe_to_write(off, buf.size(), false)) {
             line(fmt("ERROR writing %s: Input/output error", what));
             r_.check_errors++;
             return make_error(EIO, std::string("a new ") + what + " would overlap other metadata");
@@ -743,6 +863,8 @@ private:
     CheckResult& r_;
     const uint64_t cs_;
     const Repair fix_;
+    bool calc_fix_ = false;
+    bool signaled_ = false;  // a corruption event was reported (qemu reports the first only)  // the counting pass under way repairs (the first one of -r all)
     bool rebuild_ = false;  // the refcount structure is broken: only a rebuild fixes it
     std::vector<SnapshotRef> snaps_;
     uint64_t snap_bytes_ = 0;
@@ -752,6 +874,7 @@ private:
     std::vector<uint64_t> imrt_;
     std::vector<uint64_t> reftable_;
     std::vector<uint64_t> l1_;
+    std::vector<uint64_t> active_l1_;  // with a repair: the active L1 entries, for overlap checks
     std::vector<std::byte> block_;
     uint64_t block_index_ = UINT64_MAX;
 };

@@ -25,6 +25,9 @@ struct CheckResult {
     uint64_t leaks_fixed = 0;
     // A repair that had to stop (qemu-img's "Check failed: <strerror>"): the errno, else 0.
     int failed = 0;
+    // A repair met metadata it must not touch and marked the image corrupt, as qemu does;
+    // qemu cannot check such an image again ("Check failed: No medium found").
+    bool disabled = false;
     // What qemu prints to stderr while checking ("ERROR ...", "Leaked cluster ..."), in order.
     std::vector<std::string> lines;
 };
