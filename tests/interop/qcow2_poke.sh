@@ -57,6 +57,10 @@ elif what == 'refblock-far':    # a refcount block a petabyte past the end
 elif what == 'dirty':           # the dirty bit (lazy refcounts) and a refcount left at 0
     struct.pack_into('>Q', d, 72, struct.unpack_from('>Q', d, 72)[0] | 1)
     setref(data0 // cs, 0)
+elif what == 'prealloc-unaligned':  # a zero cluster at an unaligned offset (qemu zeroes the entry)
+    put64(l2, (be64(l2) + 512) | 1)
+elif what == 'refblock0-unaligned':  # refcount table entry 0 unaligned (qemu marks the image corrupt)
+    put64(rt, rb + 0x600)
 elif what == 'corrupt-bit':
     struct.pack_into('>Q', d, 72, struct.unpack_from('>Q', d, 72)[0] | 2)
 open(f, 'wb').write(d)

@@ -87,6 +87,10 @@ cp a.qcow2 rbu.qcow2; poke rbu.qcow2 refblock-unaligned; expect_repair rbu.qcow2
 cp z.qcow2 dirty.qcow2; poke dirty.qcow2 dirty; expect_repair dirty.qcow2 0
 cp a.qcow2 cb.qcow2; poke cb.qcow2 corrupt-bit; expect_repair cb.qcow2 0
 cp c.qcow2 cleak.qcow2; poke cleak.qcow2 leak; expect_repair cleak.qcow2 0
+cp a.qcow2 pu.qcow2; poke pu.qcow2 prealloc-unaligned; expect_repair pu.qcow2 0
+# qemu marks the image corrupt on the first read of the unaligned block and cannot check it
+# again after repairing: "Check failed: No medium found", exit 1, as blkimg.
+cp a.qcow2 rb0.qcow2; poke rb0.qcow2 refblock0-unaligned; expect_repair rb0.qcow2 1
 # What no repair fixes: reported as qemu-img reports it, the data left alone.
 cp a.qcow2 ua.qcow2; poke ua.qcow2 unaligned; expect_repair ua.qcow2 2
 qemu-img compare -q a.qcow2 leak.qcow2 || fail "test setup: a leak changed the data"
