@@ -48,7 +48,7 @@ complete -c blkimg -n '__fish_seen_subcommand_from map' -s l -l max-length -x -d
 # check
 set -l ck '__fish_seen_subcommand_from check'
 complete -c blkimg -n $ck -s T -l cache -x -a 'none off writeback writethrough directsync unsafe' -d 'cache mode'
-complete -c blkimg -n $ck -s r -l repair -x -a 'leaks all' -d 'repair leaks or all errors (not supported yet)'
+complete -c blkimg -n $ck -s r -l repair -x -a 'leaks all' -d 'repair leaks, or all errors (read-write)'
 complete -c blkimg -n $ck -s q -l quiet -d 'print nothing but errors'
 # commit
 set -l cmt '__fish_seen_subcommand_from commit'

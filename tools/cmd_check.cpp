@@ -1,7 +1,8 @@
-// blkimg check: a read-only consistency check of an image's metadata (qemu-img check
-// compatible: report lines, summary, JSON and exit codes).
+// blkimg check: a consistency check of an image's metadata and its repair with -r (qemu-img
+// check compatible: report lines, summary, JSON and exit codes).
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "blk/check.h"
@@ -58,21 +59,24 @@ std::string json_result(const blk::CheckResult& r, const std::string& filename) 
     if (r.allocated_clusters) j["allocated-clusters"] = r.allocated_clusters;
     if (r.fragmented_clusters) j["fragmented-clusters"] = r.fragmented_clusters;
     if (r.compressed_clusters) j["compressed-clusters"] = r.compressed_clusters;
+    if (r.corruptions_fixed) j["corruptions-fixed"] = r.corruptions_fixed;
+    if (r.leaks_fixed) j["leaks-fixed"] = r.leaks_fixed;
     return qemu_pretty_json(j) + "\n";
 }
 
 }  // namespace
 
 int cmd_check(int argc, char** argv) {
-    CLI::App app("Check an image's metadata for consistency (read-only). Exit status: 0 no errors, 1 check not "
-                 "completed, 2 corruptions, 3 leaked clusters only, 63 format without checks.",
+    CLI::App app("Check an image's metadata for consistency; with -r, repair it (read-write, as qemu-img). Exit "
+                 "status: 0 no errors, 1 check not completed, 2 corruptions, 3 leaked clusters only, 63 format "
+                 "without checks.",
                  prog_name() + " check");
     ImageArgs args;
     std::string cache, output = "human", repair;
     bool quiet = false;
     add_image_flags(app, args);
     app.add_option("-T,--cache", cache, "cache mode (none, off, directsync: O_DIRECT)")->type_name("CACHE");
-    app.add_option("-r,--repair", repair, "repair leaks or all errors (not supported yet)")->type_name("leaks|all");
+    app.add_option("-r,--repair", repair, "repair: 'leaks' frees leaked clusters, 'all' also fixes refcounts, COPIED flags and rebuilds the refcount structure")->type_name("leaks|all");
     app.add_flag("-q,--quiet", quiet, "print nothing but errors (the exit status tells the verdict)");
     add_output_flag(app, output);
     if (int rc = parse_cli(app, argc, argv); rc >= 0) return rc;
@@ -87,8 +91,6 @@ int cmd_check(int argc, char** argv) {
             print_error("Could not open '" + args.filename + "': force-share=on can only be used with read-only images");
             return 1;
         }
-        print_error("check -r is not supported yet");
-        return 1;
     }
     if (!cache.empty()) {
         if (!valid_cache_mode(cache)) {
@@ -97,12 +99,65 @@ int cmd_check(int argc, char** argv) {
         }
         args.cache_direct = cache_mode_direct(cache);
     }
+    const blk::Repair mode = repair.empty() ? blk::Repair::None : repair == "leaks" ? blk::Repair::Leaks : blk::Repair::All;
+    // qemu-img check -r opens the image read-write at once, so any holder of the image fails
+    // its "write" permission first: its two-line message, whether the read-only open or the
+    // reopen for writing met the holder.
+    auto write_lock_error = [&](const blk::Error& e) {
+        const std::string& m = e.message;
+        const size_t lb = m.find('['), rb = m.rfind(']');
+        const std::string path = lb != std::string::npos && rb > lb ? m.substr(lb + 1, rb - lb - 1) : args.filename;
+        print_error("Could not open '" + args.filename + "': Failed to get \"write\" lock\nIs another process using the image [" +
+                    path + "]?");
+        return kExitNotCompleted;
+    };
     auto g = open_image_args(args, false);
+    if (!g && mode != blk::Repair::None && is_lock_conflict(g.error())) return write_lock_error(g.error());
     if (!g) {
         print_error(g.error().message);
         return kExitNotCompleted;
     }
-    auto r = blk::check_image(g->root.get());
+    blk::Node* target = blk::check_target(g->root.get());
+    if (mode != blk::Repair::None && target) {
+        // The image's file is reopened read-write in place (its write locks taken); the
+        // format node above stays read-only: the repair writes the file itself.
+        if (auto st = g->reopen_read_write(*target); !st) {
+            if (is_lock_conflict(st.error())) return write_lock_error(st.error());
+            print_error("Could not open '" + args.filename + "': " + st.error().message);
+            return kExitNotCompleted;
+        }
+    }
+    auto r = blk::check_image(g->root.get(), mode);
+    if (r && mode != blk::Repair::None) {
+        for (const std::string& line : r->lines) std::fprintf(stderr, "%s\n", line.c_str());
+        std::fflush(stderr);
+        if (r->failed) {
+            print_error(std::string("Check failed: ") + std::strerror(r->failed));
+            return kExitNotCompleted;
+        }
+        if (r->corruptions_fixed || r->leaks_fixed) {
+            if (!quiet && output != "json") {
+                std::printf("The following inconsistencies were found and repaired:\n\n"
+                            "    %" PRIu64 " leaked clusters\n"
+                            "    %" PRIu64 " corruptions\n\n"
+                            "Double checking the fixed image now...\n",
+                            r->leaks_fixed, r->corruptions_fixed);
+                std::fflush(stdout);
+            }
+            const uint64_t cf = r->corruptions_fixed, lf = r->leaks_fixed;
+            if (r->disabled) {
+                print_error(std::string("Check failed: ") + std::strerror(ENOMEDIUM));
+                return kExitNotCompleted;
+            }
+            r = blk::check_image(g->root.get());
+            if (r) {
+                r->corruptions_fixed = cf;
+                r->leaks_fixed = lf;
+            }
+        } else {
+            r->lines.clear();  // printed above
+        }
+    }
     if (!r) {
         if (r.error().code == ENOTSUP) {
             print_error(r.error().message);
@@ -121,7 +176,10 @@ int cmd_check(int argc, char** argv) {
             print_human(*r);
         }
     }
-    if (r->check_errors) return kExitNotCompleted;
+    if (r->check_errors) {
+        print_error("Check failed");  // after the report, as qemu-img
+        return kExitNotCompleted;
+    }
     if (r->corruptions) return kExitCorrupt;
     if (r->leaks) return kExitLeaks;
     return kExitClean;

@@ -32,6 +32,14 @@ qemu-img create -q -f raw big.raw 64M
 qemu-io -f raw -c 'write -P 0x66 0 8M' big.raw >/dev/null
 qemu-img create -q -f qcow2 old.qcow2 4G  # convert -n target: at least disk.raw's size
 qemu-img convert -O vmdk disk.raw disk.vmdk
+# leaky.qcow2 (check -r all): base's data and one leaked cluster past it, counted in the
+# refcount block (16-bit entries) but referenced by nothing.
+cp base.qcow2 leaky.qcow2
+python3 -c '
+import struct, sys
+f = open(sys.argv[1], "r+b"); d = f.read(); cs = 1 << struct.unpack_from(">I", d, 20)[0]
+rb = struct.unpack_from(">Q", d, struct.unpack_from(">Q", d, 48)[0])[0]
+f.seek(rb + 2 * (len(d) // cs)); f.write(struct.pack(">H", 1)); f.seek(len(d)); f.write(bytes(cs))' leaky.qcow2
 ln -s "$T/disk-in-use.qcow2" disk-in-use.qcow2
 END
 

@@ -6,53 +6,7 @@
 source "$SRCDIR/tests/lib.sh"
 
 qi() { qemu-io "$@" >/dev/null || fail "qemu-io $*"; }
-# poke FILE WHAT ...: edits a qcow2 file in place (offsets from its header, 64 KiB clusters).
-poke() {
-    python3 - "$@" <<'PY' || fail "poke $*"
-import struct, sys
-f, what = sys.argv[1], sys.argv[2]
-d = bytearray(open(f, 'rb').read())
-be64 = lambda o: struct.unpack_from('>Q', d, o)[0]
-put64 = lambda o, v: struct.pack_into('>Q', d, o, v)
-cs = 1 << struct.unpack_from('>I', d, 20)[0]
-l1 = be64(40); rt = be64(48)
-l2 = be64(l1) & 0x00fffffffffffe00
-rb = be64(rt)
-def setref(cluster, v): struct.pack_into('>H', d, rb + 2 * cluster, v)
-def getref(cluster): return struct.unpack_from('>H', d, rb + 2 * cluster)[0]
-data0 = be64(l2) & 0x00fffffffffffe00
-if what == 'leak':            # one more cluster at the end, counted but never referenced
-    setref(len(d) // cs, 1); d += bytes(cs)
-elif what == 'refcount-high':
-    setref(data0 // cs, getref(data0 // cs) + 1)
-elif what == 'refcount-low':
-    setref(data0 // cs, getref(data0 // cs) - 1)
-elif what == 'l2-into-l1':
-    put64(l2 + 8, l1 | (1 << 63))
-elif what == 'twice':
-    put64(l2 + 8, be64(l2))
-elif what == 'copied':
-    put64(l2, be64(l2) & ~(1 << 63))
-elif what == 'compressed-eof':  # keep the size field, move the offset far past the end
-    e = be64(l2); shift = 62 - (cs.bit_length() - 1 - 8)
-    put64(l2, (e & ~((1 << shift) - 1)) | (len(d) + 100 * cs))
-elif what == 'l1-reserved':
-    put64(l1, be64(l1) | 2)
-elif what == 'unaligned':       # data cluster offset off the cluster boundary
-    put64(l2, be64(l2) + 512)
-elif what == 'ext-bitmap':      # extended L2: subcluster 0 both allocated and zero
-    struct.pack_into('>Q', d, l2 + 8, struct.unpack_from('>Q', d, l2 + 8)[0] | (1 << 32) | 1)
-elif what == 'refblock-outside':
-    put64(rt + 8, len(d) * 4 // cs * cs)
-elif what == 'refblock-unaligned':
-    put64(rt + 8, rb + 512)
-elif what == 'huge-l1':
-    struct.pack_into('>I', d, 36, 0x7fffffff)
-elif what == 'reftable-eof':
-    put64(48, len(d) * 16)
-open(f, 'wb').write(d)
-PY
-}
+source "$SRCDIR/tests/interop/qcow2_poke.sh"
 
 same_as_qemu() {  # same_as_qemu ARGS...: stdout, stderr (program name dropped) and exit code
     local qrc=0 brc=0

@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "blk/check.h"
 #include "blk/driver.h"
 #include "cache.h"
 #include "format.h"
@@ -45,6 +46,9 @@ constexpr size_t kMinL2CacheTables = 2;
 constexpr uint64_t kMaxWriteChunk = 8ull << 20;  // bigger requests are planned in pieces
 
 std::string hex(uint64_t v);
+
+// The check (and repair, on a writable `file`) of the qcow2 image in `file` (check.cpp).
+Result<CheckResult> check_qcow2(Node& file, Repair repair);
 
 // Where one run of guest bytes comes from (one L2 table at most).
 struct Extent {
@@ -122,6 +126,7 @@ private:
     void mark_bitmaps(uint64_t off, uint64_t len);
     void resize_bitmaps(uint64_t size);
     Status store_bitmaps_locked();
+    Status repair_dirty();
 
     // --- lookup and reads (read.cpp) ---
     Result<Extent> lookup_locked(uint64_t off, uint64_t max);

@@ -89,10 +89,7 @@ Status Qcow2Node::open_writable(const Json& opts) {
     if ((h_.incompatible & kIncompatCorrupt) && !file_->incomplete()) {
         return make_error(EACCES, name_ + ": Image is corrupt; cannot be opened read/write");
     }
-    if (h_.incompatible & kIncompatDirty) {
-        return make_error(EACCES, name_ + ": the image was not closed cleanly (dirty bit set, refcounts may be wrong); "
-                                          "repair it with 'qemu-img check -r all " + name_ + "' before writing to it");
-    }
+    if (h_.incompatible & kIncompatDirty) BLK_TRY(repair_dirty());
     if ((h_.autoclear & kAutoclearDataFileRaw) && !h_.backing_file.empty()) {
         return make_error(EINVAL, name_ + ": an image with a raw external data file cannot have a backing file");
     }
@@ -183,6 +180,33 @@ Status Qcow2Node::map_snapshots() {
             if (!meta_.overlaps(l2, cs)) meta_.add(l2, cs);
         }
     }
+    return {};
+}
+
+// An image whose dirty bit is set (lazy refcounts, not closed cleanly) may have refcounts
+// too low: writing to it could reuse a cluster still in use. As qemu does when it opens such
+// an image for writing, its refcounts are repaired first (check -r all, silently: the
+// repair's own order of writes keeps the image safe if it stops), which clears the bit; an
+// image the repair cannot make whole is refused. Read-only opens never get here.
+Status Qcow2Node::repair_dirty() {
+    auto r = check_qcow2(*file_, Repair::All);
+    if (!r) return make_error(r.error().code, name_ + ": Could not repair dirty image: " + r.error().message);
+    if (r->failed || r->check_errors || r->corruptions) {
+        const std::string why = r->corruptions ? std::to_string(r->corruptions) + " corruptions remain"
+                                               : "the repair could not complete";
+        return make_error(EIO, name_ + ": Could not repair dirty image (" + why + "); see 'qemu-img check " + name_ + "'");
+    }
+    // The repair may have moved the refcount table, fixed L1 COPIED flags and cleared the
+    // dirty bit: take them from the disk.
+    std::vector<std::byte> head(std::min<uint64_t>(file_->size(), 1ull << kMaxClusterBits));
+    BLK_TRY(file_->read(0, head).context(name_ + ": reading the repaired header"));
+    BLK_TRY_ASSIGN(Header fresh, parse_header(head, file_->size()));
+    h_.refcount_table_offset = fresh.refcount_table_offset;
+    h_.refcount_table_clusters = fresh.refcount_table_clusters;
+    h_.incompatible = fresh.incompatible;
+    BLK_TRY(load_l1());
+    std::lock_guard lock(mu_);
+    l2_cache_ = MetaCache(l2_cache_.max_entries());  // tables read before the repair
     return {};
 }
 
