@@ -28,8 +28,12 @@ NOT_EXAMPLES = {
     ("README.md", "./scripts/demo"):
         "builds the project and installs packages; run by hand, not from a test",
     ("README.md", "bash .ci/run"): "runs the whole suite, this test included",
+    ("README.md", 'SIZES="256M 1G 4G" SETTLE=3 CASES=raw-qcow2,qcow2-raw,chain-qcow2,zlib-raw,zstd-raw \\'):
+        "the benchmark: tens of minutes and gigabytes, run by hand",
     ("README.md", "libblock/            the library (installed with its headers and libblock.pc)"):
         "the source tree, not a command",
+    ("man/blkimg.1", "driver=qcow2,file.filename=top.qcow2,backing.driver=qcow2,"):
+        "an image-opts argument split over three lines for reading, not a command",
     ("man/blkimg.1", 'json:{"driver":"qcow2",'):
         "a filename form, not a command (EXAMPLES runs it with blkimg map)",
     ("man/blkimg.1", '{"done": 4194304, "total": 19922944, "elapsed": 0.406}'):
