@@ -398,7 +398,8 @@ Result<std::shared_ptr<Node>> open_qcow2(OpenContext& ctx, const Json& opts) {
             return make_error(ENOTSUP, "encrypted qcow2 images are not supported yet (blkimg cannot decrypt their data)");
         }
         if (h->crypt_method == 1) {
-            encrypt = EncryptFacts{.format = "aes"};
+            encrypt.emplace();
+            encrypt->format = "aes";
         } else {
             if (!h->has_crypto_ext) return make_error(EINVAL, "LUKS encryption without its header extension");
             auto info = luks_header_info(*file, h->crypto_offset);
