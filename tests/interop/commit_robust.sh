@@ -89,6 +89,25 @@ sweep() {
     done
     fail "$event: the commit never got through"
 }
+# sweep_any LABEL FMT BASE_ORIG BASE TOP_ORIG TOP TOPSUM OLD NEW [HOOK]: fails request N (of
+# any kind) to the base's file for N = 0, 1, ... until a commit gets through; every failure is
+# checked by after_failure, and HOOK, if given, runs after every attempt with N. The number of
+# failed runs is left in $swept.
+sweep_any() {
+    local label=$1 fmt=$2 base_orig=$3 base=$4 top_orig=$5 top=$6 sum=$7 old=$8 new=$9 hook=${10:-} n rc
+    swept=0
+    for n in $(seq 0 399); do
+        cp "$base_orig" "$base"; cp "$top_orig" "$top"
+        rc=0
+        "$BLKIMG" commit --image-opts "driver=qcow2,file.filename=$top,backing.driver=$fmt,backing.file.driver=inject-error,backing.file.event=any,backing.file.skip=$n,backing.file.count=1,backing.file.file.filename=$base" \
+            >out 2>err || rc=$?
+        [ -z "$hook" ] || "$hook" "$n"
+        [ "$rc" = 0 ] && return
+        after_failure "$label, request #$n" "$base" "$fmt" "$top" "$sum" "$old" "$new" "$rc" err
+        swept=$((swept + 1))
+    done
+    fail "$label: the commit never got through"
+}
 sweep write
 [ "$swept" -ge 10 ] || fail "write sweep: only $swept writes failed (expected data, L2, L1, refcount and header writes)"
 ok "an error in each of the base's $swept writes: clean or leaking base, old or new clusters, top untouched"
@@ -113,24 +132,17 @@ qemu-img convert -O raw sbase.orig sold.raw
 qemu-img convert -O raw stop.orig snew.raw
 for sn in s1 s2; do qemu-img convert -l "$sn" -O raw sbase.orig "snap-$sn.raw"; done
 stopsum=$(sha256sum <stop.orig)
-n=0
-while :; do
-    cp sbase.orig sbase.qcow2; cp stop.orig stop.qcow2
-    rc=0
-    "$BLKIMG" commit --image-opts "driver=qcow2,file.filename=stop.qcow2,backing.driver=qcow2,backing.file.driver=inject-error,backing.file.event=any,backing.file.skip=$n,backing.file.count=1,backing.file.file.filename=sbase.qcow2" \
-        >out 2>err || rc=$?
+snapshots_unchanged() {
+    local sn
     for sn in s1 s2; do
         qemu-img convert -l "$sn" -O raw sbase.qcow2 got.raw
-        cmp -s "snap-$sn.raw" got.raw || fail "snapshot base, request #$n: snapshot $sn changed"
+        cmp -s "snap-$sn.raw" got.raw || fail "snapshot base, request #$1: snapshot $sn changed"
     done
-    [ "$rc" = 0 ] && break
-    after_failure "snapshot base, request #$n" sbase.qcow2 qcow2 stop.qcow2 "$stopsum" sold.raw snew.raw "$rc" err
-    n=$((n + 1))
-    [ "$n" -lt 400 ] || fail "snapshot base: the commit never got through"
-done
+}
+sweep_any "snapshot base" qcow2 sbase.orig sbase.qcow2 stop.orig stop.qcow2 "$stopsum" sold.raw snew.raw snapshots_unchanged
 qemu-img compare -q -f raw -F qcow2 snew.raw sbase.qcow2 || fail "snapshot base: the committed base is not the top's content"
-[ "$n" -ge 10 ] || fail "snapshot base: only $n requests failed"
-ok "a base with snapshots: an error in each of its $n requests leaves the snapshots as they were"
+[ "$swept" -ge 10 ] || fail "snapshot base: only $swept requests failed"
+ok "a base with snapshots: an error in each of its $swept requests leaves the snapshots as they were"
 
 # A base with persistent bitmaps: the same guarantees at each request (its bitmaps may be
 # left flagged in use, which qemu-img check accepts and qemu then treats as inconsistent,
@@ -144,21 +156,11 @@ qi -c 'write -P 2 512k 1M' -c 'write -P 3 5M 64k' btop.orig
 qemu-img convert -O raw bbase.orig bold.raw
 qemu-img convert -O raw btop.orig bnew.raw
 btopsum=$(sha256sum <btop.orig)
-n=0
-while :; do
-    cp bbase.orig bbase.qcow2; cp btop.orig btop.qcow2
-    rc=0
-    "$BLKIMG" commit --image-opts "driver=qcow2,file.filename=btop.qcow2,backing.driver=qcow2,backing.file.driver=inject-error,backing.file.event=any,backing.file.skip=$n,backing.file.count=1,backing.file.file.filename=bbase.qcow2" \
-        >out 2>err || rc=$?
-    [ "$rc" = 0 ] && break
-    after_failure "bitmap base, request #$n" bbase.qcow2 qcow2 btop.qcow2 "$btopsum" bold.raw bnew.raw "$rc" err
-    n=$((n + 1))
-    [ "$n" -lt 400 ] || fail "bitmap base: the commit never got through"
-done
+sweep_any "bitmap base" qcow2 bbase.orig bbase.qcow2 btop.orig btop.qcow2 "$btopsum" bold.raw bnew.raw
 qemu-img compare -q -f raw -F qcow2 bnew.raw bbase.qcow2 || fail "bitmap base: the committed base is not the top's content"
 python3 "$SRCDIR/tests/qcow2_bitmaps.py" bbase.qcow2 | grep -q "'b0': 'flags=2 " || fail "bitmap base: b0 left in use"
-[ "$n" -ge 5 ] || fail "bitmap base: only $n requests failed"
-ok "a base with a bitmap: an error in each of its $n requests"
+[ "$swept" -ge 5 ] || fail "bitmap base: only $swept requests failed"
+ok "a base with a bitmap: an error in each of its $swept requests"
 
 # ENOSPC, every write from the 5th on: the message says so.
 cp base.orig base.qcow2; cp top.orig top.qcow2
@@ -176,19 +178,9 @@ qemu-img create -q -f qcow2 -b rbase.raw -F raw rtop.orig 6M
 qi -c 'write -P 2 512k 1536k' -c 'write -z 3M 64k' -c 'write -c -P 3 2560k 64k' -c 'write -P 4 4M 1M' rtop.orig
 qemu-img convert -O raw rtop.orig rnew.raw
 rtopsum=$(sha256sum <rtop.orig)
-n=0
-while :; do
-    cp rbase.orig rbase.raw; cp rtop.orig rtop.qcow2
-    rc=0
-    "$BLKIMG" commit --image-opts "driver=qcow2,file.filename=rtop.qcow2,backing.driver=raw,backing.file.driver=inject-error,backing.file.event=any,backing.file.skip=$n,backing.file.count=1,backing.file.file.filename=rbase.raw" \
-        >out 2>err || rc=$?
-    [ "$rc" = 0 ] && break
-    after_failure "raw base, request #$n" rbase.raw raw rtop.qcow2 "$rtopsum" rbase.orig rnew.raw "$rc" err
-    n=$((n + 1))
-    [ "$n" -lt 400 ] || fail "raw base: the commit never got through"
-done
-[ "$n" -ge 3 ] || fail "raw base: only $n requests failed"
-ok "raw base: an error in each of its $n requests"
+sweep_any "raw base" raw rbase.orig rbase.raw rtop.orig rtop.qcow2 "$rtopsum" rbase.orig rnew.raw
+[ "$swept" -ge 3 ] || fail "raw base: only $swept requests failed"
+ok "raw base: an error in each of its $swept requests"
 
 # An error while the top is emptied: the base already holds everything (flushed), so the
 # chain still reads as before whatever part of the top was emptied.
