@@ -49,6 +49,24 @@ PY
 
 ok() { echo "ok: $*"; }
 
+# same_as_qemu_img CMD ARGS...: runs `qemu-img CMD ARGS` and `blkimg CMD ARGS` in the current
+# directory; fails unless exit code, stdout and stderr agree. The program-name prefix is
+# dropped from both stderrs, and qemu-img's doubled "Could not open 'X': Could not open 'X': "
+# counts as said once (blkimg says it once, in every command). Extra sed -E scripts for one
+# side's stderr: QEMU_ERR_SED (e.g. deleting a warning qemu-img prints and blkimg does not)
+# and BLK_ERR_SED.
+same_as_qemu_img() {
+    local cmd=$1 qrc=0 brc=0
+    shift
+    qemu-img "$cmd" "$@" >q.out 2>q.err || qrc=$?
+    "$BLKIMG" "$cmd" "$@" >b.out 2>b.err || brc=$?
+    sed -i -E "s/^qemu-img: //; s/Could not open '([^']*)': Could not open '\\1': /Could not open '\\1': /; ${QEMU_ERR_SED:-}" q.err
+    sed -i -E "s/^blkimg: //; ${BLK_ERR_SED:-}" b.err
+    [ "$qrc" = "$brc" ] || fail "$cmd $*: exit $brc, qemu-img exits $qrc ($(cat q.out q.err))"
+    cmp -s q.out b.out || fail "$cmd $*: stdout '$(cat b.out)', qemu-img '$(cat q.out)'"
+    cmp -s q.err b.err || fail "$cmd $*: stderr '$(cat b.err)', qemu-img '$(cat q.err)'"
+}
+
 # nobody_blkimg WHAT: sets NOBODY_BLKIMG to a blkimg that uid 65534 can run, for the cases that
 # drop to that user (as_nobody). The build tree may sit under a directory only its owner can
 # enter (/root), so the binary and the libraries it loads from outside the system's directories

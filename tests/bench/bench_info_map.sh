@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Times blkimg against qemu-img side by side in one run, alternating, for info and map, and
+# Times blkimg against qemu-img side by side in one run, alternating, for info, map and check, and
 # prints a markdown table per image size: the median wall time and median CPU time
 # (user+sys) of each, the ratios blkimg/qemu-img (of the medians, and "paired": the median of
 # the per-pair ratios) and peak RSS.
@@ -12,6 +12,8 @@
 #   frag.qcow2   4 KiB clusters, 4 KiB of data every 16 KiB: S / 16 KiB extents (16k at 256M)
 #   frag.raw     the same pattern in a raw file (data and holes: SEEK_DATA/SEEK_HOLE)
 #   c0..c2.qcow2 a three-deep chain of size S, each layer 16 MiB of data at staggered offsets
+#   full.qcow2   64 KiB clusters, every cluster allocated (preallocation=metadata): check walks
+#                S / 64 KiB data clusters and their L2 tables
 set -euo pipefail
 BLKIMG=$(realpath "${1:-build/tools/blkimg}")
 RUNS=${2:-30}
@@ -41,6 +43,7 @@ qemu-img create -q -f qcow2 -b c0.qcow2 -F qcow2 c1.qcow2
 qemu-io -f qcow2 -c 'write -P 2 8M 16M' c1.qcow2 >/dev/null
 qemu-img create -q -f qcow2 -b c1.qcow2 -F qcow2 c2.qcow2
 qemu-io -f qcow2 -c 'write -P 3 20M 16M' c2.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -o preallocation=metadata full.qcow2 "$SIZE"
 
 # Wall time from a monotonic clock, CPU time from the child's own rusage (wait4). Peak RSS
 # comes from /usr/bin/time (package time): a child forked from python would report python's
@@ -54,6 +57,8 @@ cases = [
     ("map --output=json qcow2, fragmented", ["map", "--output=json", "frag.qcow2"]),
     ("map --output=json raw, fragmented", ["map", "--output=json", "-f", "raw", "frag.raw"]),
     ("map --output=json 3-deep chain", ["map", "--output=json", "c2.qcow2"]),
+    ("check qcow2, every cluster allocated", ["check", "full.qcow2"]),
+    ("check --output=json qcow2 (4 KiB clusters, fragmented)", ["check", "--output=json", "frag.qcow2"]),
 ]
 def run(argv):
     with open(os.devnull, "wb") as null:
@@ -74,9 +79,9 @@ def peak_rss(argv):
 def paired(a, b):
     return statistics.median([x / y for x, y in zip(a, b) if y > 0] or [float("nan")])
 
-# Both tools must say the same about the images (map: the same extents).
+# Both tools must say the same about the images (map: the same extents; check: the same report).
 for label, args in cases:
-    if args[0] != "map":
+    if args[0] not in ("map", "check"):
         continue
     q = subprocess.run(["qemu-img"] + args, stdout=subprocess.PIPE, check=True).stdout
     b = subprocess.run([blkimg] + args, stdout=subprocess.PIPE, check=True).stdout
