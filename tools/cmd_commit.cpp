@@ -52,6 +52,9 @@ int cmd_commit(int argc, char** argv) {
     // qemu-img opens the image read-write whatever -d says; its backing files open read-only
     // and the job reopens the base read-write.
     args.writable = true;
+    // As qemu-img commit (BDRV_O_UNMAP): discard defaults to unmap, so detect-zeroes=unmap
+    // is accepted on the image options.
+    args.discard_unmap = true;
 
     ProgressConfig pc;
     pc.show = progress;

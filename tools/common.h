@@ -20,6 +20,7 @@ struct ImageArgs {
     bool cache_direct = false;       // a cache mode with O_DIRECT (-T none)
     bool cache_no_flush = false;     // cache=unsafe: flushes do not reach the disk
     bool writable = false;           // open the image read-write (its backing files stay read-only)
+    bool discard_unmap = false;      // every node's discard option defaults to unmap (qemu's BDRV_O_UNMAP)
 };
 
 // Adds -f/--format, --image-opts, --object, -U/--force-share and the positional filename.

@@ -241,7 +241,15 @@ qemu-img commit -q --image-opts driver=qcow2,file.filename=q/q3/top.qcow2
 "$BLKIMG" commit -q --image-opts driver=qcow2,file.filename=b/q3/top.qcow2 || fail "commit --image-opts"
 qemu-img compare -q b/q3/sub/mid.qcow2 q/q3/sub/mid.qcow2 || fail "commit --image-opts: bases differ"
 top_is_empty b/q3/top.qcow2 "--image-opts"
-ok "commit -b with an absolute path, --image-opts"
+# qemu-img commit opens with discard=unmap as its default (BDRV_O_UNMAP), so detect-zeroes=unmap
+# is accepted (convert and info refuse it without discard=unmap).
+rm -rf b/q3 q/q3; mkdir -p b/q3 q/q3; mk_q3 b/q3; cp -a b/q3/. q/q3/
+qemu-img commit -q --image-opts driver=qcow2,detect-zeroes=unmap,file.filename=q/q3/top.qcow2
+"$BLKIMG" commit -q --image-opts driver=qcow2,detect-zeroes=unmap,file.filename=b/q3/top.qcow2 ||
+    fail "commit --image-opts with detect-zeroes=unmap"
+qemu-img compare -q b/q3/sub/mid.qcow2 q/q3/sub/mid.qcow2 || fail "commit detect-zeroes=unmap: bases differ"
+qemu-img check -q b/q3/sub/mid.qcow2 || fail "commit detect-zeroes=unmap: check"
+ok "commit -b with an absolute path, --image-opts (detect-zeroes=unmap too)"
 
 # Errors: exit code and message as qemu-img's.
 same_error() {
