@@ -342,7 +342,7 @@ int Converter::open_target() {
     }
     target_ = std::move(*opened);
     blk::Node* root = target_->root.get();
-    if (a_.compress && !root->can_write_compressed()) return fail("Compression not supported for this file format");
+    if (a_.compress && !root->caps().write_compressed) return fail("Compression not supported for this file format");
     if (a_.no_create && root->size() < total_) return fail("output file is smaller than input file");
     return 0;
 }
@@ -370,7 +370,7 @@ int Converter::copy() {
     co.min_sparse = p_.min_sparse;
     co.target_has_backing = !out_backing_.empty();
     co.target_is_zero = a_.target_is_zero ||
-                        (!a_.no_create && p_.min_sparse && !co.target_has_backing && root->has_zero_init());
+                        (!a_.no_create && p_.min_sparse && !co.target_has_backing && root->caps().zero_init);
     if (co.target_has_backing && !a_.no_create) {
         if (blk::Node* b = blk::backing_chain_next(root)) co.target_backing_size = b->size();
     }

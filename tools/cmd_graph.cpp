@@ -134,6 +134,7 @@ blk::Json node_json(const Visit& v, const std::map<const blk::Node*, std::string
     }
     out["@size"] = n.size();
     out["@read-only"] = n.read_only();
+    out["@caps"] = n.caps().names();
     // The options in their given order, each child's subtree replaced by what it opened.
     blk::Json opts = masked(n.options());
     if (opts.is_object()) {
@@ -192,6 +193,8 @@ void human(const Visit& v, const std::map<const blk::Node*, std::string>& names,
     std::vector<std::string> opts;
     dotted(own_options(*v.node), "", opts);
     out += pad + "    options: " + join(opts, ",") + "\n";
+    const auto caps = v.node->caps().names();
+    out += pad + "    caps: " + (caps.empty() ? std::string("none") : join(caps, ", ")) + "\n";
     for (const Visit& c : children_of(*v.node)) human(c, names, depth + 1, out);
 }
 

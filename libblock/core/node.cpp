@@ -49,6 +49,8 @@ Status Node::write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) {
     if (read_only_) return make_error(EACCES, "node '" + driver_ + "' is read-only");
     BLK_TRY(check_range(*this, off, bytes, "write zeroes"));
     if (bytes == 0) return {};
+    if ((flags & kZeroNoFallback) && !caps_.fast_zero)
+        return make_error(ENOTSUP, "driver '" + driver_ + "' cannot write zeroes efficiently");
     return do_write_zeroes(off, bytes, flags);
 }
 
@@ -66,6 +68,7 @@ Status Node::flush() {
 
 Status Node::truncate(uint64_t size, Prealloc prealloc) {
     if (read_only_) return make_error(EACCES, "node '" + driver_ + "' is read-only");
+    if (!caps_.truncate) return make_error(ENOTSUP, "driver '" + driver_ + "' does not support resizing");
     return do_truncate(size, prealloc);
 }
 
@@ -76,7 +79,7 @@ Result<CompressedCluster> Node::compress_cluster(std::span<const std::byte>) con
 Status Node::write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c) {
     if (read_only_) return make_error(EACCES, "node '" + driver_ + "' is read-only");
     BLK_TRY(check_range(*this, off, len, "compressed write"));
-    if (!can_write_compressed()) return make_error(ENOTSUP, "Compression not supported for this file format");
+    if (!caps_.write_compressed) return make_error(ENOTSUP, "Compression not supported for this file format");
     auto cs = cluster_size();
     if (!cs || off % *cs != 0 || len == 0 || len > *cs || (len < *cs && off + len != size_)) {
         return make_error(EINVAL, "compressed write at " + std::to_string(off) + " (" + std::to_string(len) +
@@ -110,6 +113,7 @@ Status Node::do_discard(uint64_t, uint64_t) { return {}; }
 
 Status Node::make_empty() {
     if (read_only_) return make_error(EACCES, "node is read-only");
+    if (!caps_.make_empty) return make_error(ENOTSUP, "Image format does not support emptying");
     return do_make_empty();
 }
 
@@ -120,8 +124,34 @@ Status Node::do_reopen(bool writable) {
     return {};
 }
 
+void Node::refresh_caps() {
+    Capabilities c = own_caps();
+    c.write = !read_only_;
+    if (!c.write) c.flush = c.truncate = c.fast_zero = c.discard = c.make_empty = c.write_compressed = false;
+    caps_ = c;
+}
+
+std::vector<std::string> Capabilities::names() const {
+    std::vector<std::string> out;
+    const std::pair<bool, const char*> all[] = {
+        {write, "write"},           {flush, "flush"},         {truncate, "truncate"},
+        {fast_zero, "fast-zero"},   {discard, "discard"},     {make_empty, "make-empty"},
+        {write_compressed, "write-compressed"},               {zero_init, "zero-init"},
+        {backing, "backing"},       {protocol, "protocol"},   {block_status, "block-status"},
+    };
+    for (const auto& [on, name] : all)
+        if (on) out.emplace_back(name);
+    return out;
+}
+
 Status Node::reopen(bool writable) {
     if (writable == !read_only_) return {};
+    // Whatever happens, the capabilities follow the mode the node ends in (its children
+    // refreshed theirs in their own reopen, before).
+    struct Refresh {
+        Node* n;
+        ~Refresh() { n->refresh_caps(); }
+    } refresh{this};
     // The edges that carry this node's bytes; the backing edge only reads.
     std::vector<Node*> below;
     for (const Child& c : children_)
@@ -225,7 +255,7 @@ Result<BlockStatus> Node::block_status(uint64_t off, uint64_t bytes) {
 
     if (st.flags & (kStatusData | kStatusZero)) {
         st.flags |= kStatusAllocated;
-    } else if (supports_backing()) {
+    } else if (caps_.backing) {
         Node* cow = cow_child(*this);
         if (!cow) {
             st.flags |= kStatusZero;
@@ -284,7 +314,7 @@ Json Node::full_options() const {
 
 std::string Node::exact_filename() const {
     const Node* p = primary_child(*this);
-    if (!p || !p->is_protocol() || filter_driver_ || options_.contains("backing")) return {};
+    if (!p || !p->caps().protocol || filter_driver_ || options_.contains("backing")) return {};
     for (const std::string& k : strong_keys_)
         if (options_.contains(k)) return {};
     return p->exact_filename();
@@ -405,6 +435,7 @@ FilterNode::FilterNode(std::string driver, Json options, std::string edge_name)
 Status FilterNode::attach_filtered(std::shared_ptr<Node> child) {
     BLK_TRY(attach_child(edge_name_, std::move(child), kRoleFiltered | kRolePrimary));
     children_changed();
+    refresh_caps();
     return {};
 }
 
@@ -431,9 +462,13 @@ Status FilterNode::do_write(uint64_t off, std::span<const std::byte> buf) { retu
 
 Status FilterNode::do_flush() { return below().flush(); }
 
-bool FilterNode::can_write_compressed() const {
+Capabilities FilterNode::own_caps() const {
     const Node* b = filtered_child(*this);
-    return b && b->can_write_compressed();
+    if (!b) return {};
+    Capabilities c = b->caps();
+    c.protocol = false;
+    c.backing = false;
+    return c;
 }
 
 Result<CompressedCluster> FilterNode::compress_cluster(std::span<const std::byte> data) const {
@@ -441,10 +476,6 @@ Result<CompressedCluster> FilterNode::compress_cluster(std::span<const std::byte
     return b ? b->compress_cluster(data) : Node::compress_cluster(data);
 }
 
-bool FilterNode::has_zero_init() const {
-    const Node* b = filtered_child(*this);
-    return b && b->has_zero_init();
-}
 
 std::optional<uint64_t> FilterNode::cluster_size() const {
     const Node* b = filtered_child(*this);
@@ -481,6 +512,8 @@ Status FilterNode::do_truncate(uint64_t size, Prealloc prealloc) {
     size_ = below().size();
     return {};
 }
+
+Status FilterNode::do_make_empty() { return below().make_empty(); }
 
 Status FilterNode::do_write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c) {
     return below().write_compressed(off, len, c);
@@ -558,6 +591,60 @@ std::vector<Node*> Graph::nodes() const {
         for (auto it = ch.rbegin(); it != ch.rend(); ++it) stack.push_back(it->node.get());
     }
     return out;
+}
+
+namespace {
+
+// Every node reachable from `root`, each once, every node after all of its children: the
+// order capabilities are recomputed in (a filter takes its child's) and node names are
+// checked in (qemu names a node's children before the node).
+std::vector<Node*> children_first(Node* root) {
+    std::vector<Node*> out;
+    std::set<const Node*> seen;
+    std::vector<std::pair<Node*, size_t>> stack;
+    if (!root) return out;
+    stack.push_back({root, 0});
+    seen.insert(root);
+    while (!stack.empty()) {
+        auto& [n, i] = stack.back();
+        if (i == n->children().size()) {
+            out.push_back(n);
+            stack.pop_back();
+            continue;
+        }
+        Node* c = n->children()[i++].node.get();
+        if (c && seen.insert(c).second) stack.push_back({c, 0});
+    }
+    return out;
+}
+
+}  // namespace
+
+Node* Graph::find(std::string_view node_name) const {
+    if (node_name.empty()) return nullptr;
+    for (Node* n : nodes())
+        if (n->node_name() == node_name) return n;
+    return nullptr;
+}
+
+Status Graph::check_node_names() const {
+    std::set<std::string_view> seen;
+    for (Node* n : children_first(root.get())) {
+        if (n->node_name().empty()) continue;
+        if (!seen.insert(n->node_name()).second)
+            return make_error(EINVAL, "Duplicate nodes with node-name='" + n->node_name() + "'");
+    }
+    return {};
+}
+
+Status check_node_name(std::string_view name) {
+    auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+    bool ok = !name.empty() && letter(name[0]);
+    for (char c : name)
+        ok = ok && (letter(c) || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_');
+    if (!ok) return make_error(EINVAL, "Invalid node-name: '" + std::string(name) + "'");
+    if (name.size() > 31) return make_error(EINVAL, "Node name too long");
+    return {};
 }
 
 bool Graph::contains(const Node* n) const {
@@ -651,6 +738,13 @@ Status Graph::finish_edit(Undo& undo, const std::vector<Node*>& changed, const c
             if (std::find(changed.begin(), changed.end(), *it) != changed.end()) (*it)->children_changed();
         for (Node* n : changed)
             if (std::find(order.begin(), order.end(), n) == order.end()) n->children_changed();
+        // Capabilities change with the children (a filter's are its child's) and with the
+        // mode children_changed() took: every node of the graph, children first, and the
+        // changed nodes the edit took out of it.
+        std::vector<Node*> up = children_first(root.get());
+        for (Node* n : up) n->refresh_caps();
+        for (Node* n : changed)
+            if (std::find(up.begin(), up.end(), n) == up.end()) n->refresh_caps();
     };
     Status st;
     if (has_cycle(root.get()) || std::any_of(changed.begin(), changed.end(), [](Node* n) { return has_cycle(n); })) {
@@ -679,6 +773,9 @@ Status Graph::finish_edit(Undo& undo, const std::vector<Node*>& changed, const c
         }
     }
     if (st) st = check_claims(what);
+    if (st) {
+        if (Status names = check_node_names(); !names) st = std::move(names).error().with_context(what);
+    }
     if (st) return st;
     // Undo in reverse order, then let the nodes take their old facts back.
     for (auto it = undo.detached.rbegin(); it != undo.detached.rend(); ++it) {
@@ -804,12 +901,17 @@ Status Graph::detach(const std::shared_ptr<Node>& parent, const std::string& nam
 
 Status Graph::reopen_read_write(Node& n) {
     if (!contains(&n)) return make_error(EINVAL, "cannot reopen node '" + label(n) + "': it is not in the graph");
-    return n.reopen(true);
+    Status st = n.reopen(true);
+    // The nodes above n keep their mode, but what they take from n may have changed.
+    for (Node* m : children_first(root.get())) m->refresh_caps();
+    return st;
 }
 
 Status Graph::reopen_read_only(Node& n) {
     if (!contains(&n)) return make_error(EINVAL, "cannot reopen node '" + label(n) + "': it is not in the graph");
-    return n.reopen(false);
+    Status st = n.reopen(false);
+    for (Node* m : children_first(root.get())) m->refresh_caps();
+    return st;
 }
 
 Status insert_filter_above(Graph& g, const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& filter) {

@@ -109,6 +109,9 @@ Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
     flags_.force_share = saved.force_share;
     flags_.read_only = saved.read_only;
     BLK_TRY_ASSIGN(std::shared_ptr<Node> node, std::move(opened));
+    // The node's name, once its children are open (qemu names a format node after its file).
+    if (auto nn = opts.find("node-name"); nn != opts.end() && nn->is_string())
+        BLK_TRY(check_node_name(nn->get<std::string>()));
     if (detect != "off") node->set_detect_zeroes(detect == "unmap" ? Node::DetectZeroes::Unmap : Node::DetectZeroes::On);
     std::vector<std::string> strong;
     for (const OptSpec& o : spec->options)
@@ -117,6 +120,8 @@ Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
     // Whatever the driver attached, the edges it left must keep the role invariants
     // (above all: a filter has exactly one Filtered|Primary child).
     BLK_TRY(node->check_roles());
+    // The node is complete: its capabilities are fixed now (its children's already are).
+    node->refresh_caps();
     return node;
 }
 
@@ -224,6 +229,9 @@ Result<std::shared_ptr<Node>> make_filter_node(const Json& opts, const Registry&
     for (const OptSpec& o : spec->options)
         if (o.strong) strong.push_back(o.name);
     BLK_TRY(node->set_driver_facts(std::move(strong), true));
+    if (auto nn = opts.find("node-name"); nn != opts.end() && nn->is_string())
+        BLK_TRY(check_node_name(nn->get<std::string>()));
+    node->refresh_caps();
     return node;
 }
 
@@ -301,7 +309,9 @@ Result<Graph> open_image(const ImageSpec& spec, const OpenFlags& flags, const Ob
     }
     OpenContext ctx(reg, flags, objects);
     BLK_TRY_ASSIGN(std::shared_ptr<Node> root, ctx.open(opts));
-    return Graph{std::move(root)};
+    Graph g{std::move(root)};
+    BLK_TRY(g.check_node_names());
+    return g;
 }
 
 namespace {

@@ -63,7 +63,9 @@ private:
     Status grow_locked(uint64_t size) {
         const uint64_t want = size > UINT64_MAX - step_ - align_ ? size : (size + step_ + align_ - 1) / align_ * align_;
         const uint64_t from = file_end_;
-        if (want > size) {
+        // A file without a zeroing path of its own cannot set space aside (asked, not tried).
+        if (!below().caps().fast_zero) reserve_ = false;
+        if (want > size && reserve_) {
             if (auto st = below().truncate(want); st) {
                 auto zeroed = below().write_zeroes(from, want - from, kZeroNoFallback);
                 if (zeroed) {
@@ -71,7 +73,8 @@ private:
                     size_ = (size + kAlignUnit - 1) / kAlignUnit * kAlignUnit;  // whole sectors, as the file's
                     return {};
                 }
-                // ENOTSUP: this file cannot allocate ahead, never try again; anything else
+                // ENOTSUP: this file cannot allocate ahead after all (a file system without
+                // fallocate), never try again; anything else
                 // (no room for the step): grow exactly, and try the next time.
                 if (zeroed.error().code == ENOTSUP) reserve_ = false;
             }

@@ -30,7 +30,6 @@ public:
 
     // Without a window the file's facts are the node's (a copy to a fresh raw image skips
     // zeroes, the incomplete flag lands on the file); a window keeps the defaults.
-    bool has_zero_init() const override { return !window_ && file_->has_zero_init(); }
     Status set_incomplete(bool incomplete) override {
         return window_ ? Node::set_incomplete(incomplete) : file_->set_incomplete(incomplete);
     }
@@ -38,12 +37,31 @@ public:
     std::optional<uint64_t> cluster_size() const override {
         return window_ ? std::nullopt : file_->cluster_size();
     }
-    bool can_write_compressed() const override { return !window_ && file_->can_write_compressed(); }
     Result<CompressedCluster> compress_cluster(std::span<const std::byte> data) const override {
         return window_ ? Node::compress_cluster(data) : file_->compress_cluster(data);
     }
 
 protected:
+    // Without a window the file's capabilities are the node's (a copy to a fresh raw image
+    // skips zeroes, compressed writes reach a format below); a window passes the requests
+    // on at an offset, so only those that keep their meaning there. A fixed-size window
+    // answers resize requests itself (qemu's refusal).
+    Capabilities own_caps() const override {
+        if (!file_) return {};
+        const Capabilities& f = file_->caps();
+        Capabilities c;
+        c.flush = f.flush;
+        c.truncate = fixed_size_ ? true : f.truncate;
+        c.fast_zero = f.fast_zero;
+        c.discard = f.discard;
+        c.block_status = f.block_status;
+        if (!window_) {
+            c.write_compressed = f.write_compressed;
+            c.zero_init = f.zero_init;
+        }
+        return c;
+    }
+
     Status do_write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c) override {
         return window_ ? Node::do_write_compressed(off, len, c) : file_->write_compressed(off, len, c);
     }

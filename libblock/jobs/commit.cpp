@@ -133,12 +133,11 @@ Result<CommitStats> commit_image(Graph& g, const CommitOptions& o) {
         if (layer->read_only()) BLK_TRY(g.reopen_read_write(*layer));
         // The base holds everything now: an error here loses nothing, the chain reads as before.
         const std::string emptied = "Committed into '" + base_name + "', but could not empty the image";
-        Status st = layer->make_empty();
-        if (st) {
+        // A format that cannot be emptied (raw) keeps its data: the base reads the same.
+        if (layer->caps().make_empty) {
+            BLK_TRY(layer->make_empty().context(emptied));
             BLK_TRY(layer->flush().context(emptied));
             stats.top_emptied = true;
-        } else if (st.error().code != ENOTSUP) {
-            return std::move(st).error().with_context(emptied);
         }
     }
     return stats;

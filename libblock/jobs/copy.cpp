@@ -257,7 +257,7 @@ Status Engine::setup() {
     rs = std::max<uint64_t>(rs / kSector * kSector, kSector);
 
     if (o_.compress) {
-        if (!o_.target->can_write_compressed()) return make_error(ENOTSUP, "Compression not supported for this file format");
+        if (!o_.target->caps().write_compressed) return make_error(ENOTSUP, "Compression not supported for this file format");
         auto cs = o_.target->cluster_size();
         if (!cs || *cs == 0 || *cs > kMaxRequestBytes) return make_error(EINVAL, "invalid cluster size");
         cluster_ = *cs;

@@ -187,8 +187,6 @@ public:
     // The QEMU locks were taken at open (not -U, not locking=off, a file or device).
     void set_locking(bool on) { locking_ = on; }
 
-    // A new regular file reads as zeroes; a block device may hold anything.
-    bool has_zero_init() const override { return regular_; }
 
     Status set_incomplete(bool on) override {
         if (read_only_) return make_error(EACCES, path_ + ": read-only");
@@ -207,7 +205,6 @@ public:
         return ::fgetxattr(fd_.get(), kIncompleteXattr, nullptr, 0) >= 0;
     }
 
-    bool is_protocol() const override { return true; }
     int host_fd() const override { return fd_.get(); }
     std::string exact_filename() const override { return path_; }
     FormatFacts format_specific() const override { return FileFacts{}; }
@@ -219,6 +216,21 @@ public:
     }
 
 protected:
+    // A new regular file reads as zeroes, a block device may hold anything; fallocate
+    // (zeroing, punching holes) and SEEK_DATA are for regular files. Truncate is answered
+    // for devices too (to their own size only, as qemu's).
+    Capabilities own_caps() const override {
+        Capabilities c;
+        c.flush = !no_flush_;
+        c.truncate = true;
+        c.fast_zero = regular_;
+        c.discard = regular_;
+        c.zero_init = regular_;
+        c.protocol = true;
+        c.block_status = regular_;
+        return c;
+    }
+
     Status do_read(uint64_t off, std::span<std::byte> buf) override {
         if (align_) return direct_read(off, buf);
         return read_fully(fd_.get(), off, buf);

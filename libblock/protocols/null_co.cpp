@@ -16,7 +16,6 @@ public:
         size_ = size;
         read_only_ = read_only;  // opened for writing, it takes writes (and drops them), as qemu's does
     }
-    bool is_protocol() const override { return true; }
     std::string exact_filename() const override {
         for (const char* k : {"size", "read-zeroes", "latency-ns"})
             if (options_.contains(k)) return {};
@@ -26,6 +25,14 @@ public:
     Result<uint64_t> allocated_file_size() const override { return uint64_t{0}; }
 
 protected:
+    // Writes vanish: nothing to flush, resize, zero or free; its block status says what
+    // it reads (zeroes with read-zeroes).
+    Capabilities own_caps() const override {
+        Capabilities c;
+        c.protocol = true;
+        c.block_status = true;
+        return c;
+    }
     Status do_read(uint64_t, std::span<std::byte> buf) override {
         // Without read-zeroes qemu leaves the buffer as it is; zeroes are the safe choice.
         std::memset(buf.data(), 0, buf.size());

@@ -50,12 +50,16 @@ out=$("$BLKIMG" graph ../d/mid.qcow2)
 expect_eq "human graph of a two-layer chain" \
 "#block000: qcow2, 4 MiB (4194304 bytes), read-only
     options: driver=qcow2
+    caps: backing, block-status
     file [data, metadata, primary] -> #block001: file, X (${mid_size} bytes), read-only
         options: driver=file,filename=../d/mid.qcow2
+        caps: zero-init, protocol, block-status
     backing [cow] (named by the image) -> #block002: qcow2, 4 MiB (4194304 bytes), read-only
         options: driver=qcow2
+        caps: zero-init, backing, block-status
         file [data, metadata, primary] -> #block003: file, X (${base_size} bytes), read-only
-            options: driver=file,filename=../d/base.qcow2" \
+            options: driver=file,filename=../d/base.qcow2
+            caps: zero-init, protocol, block-status" \
     "$(echo "$out" | sed -E 's/file, [0-9.]+ [KMG]?i?B \(/file, X (/')"
 ok "human: a two-layer chain with its backing file resolved from the overlay's directory"
 
@@ -65,7 +69,9 @@ assert g['driver'] == 'qcow2' and g['@node-name'] == '#block000' and g['@size'] 
 assert g['@read-only'] is True and '@edge' not in g, 'root facts'
 f = g['file']
 assert f == {'driver': 'file', '@node-name': '#block001', '@edge': {'name': 'file', 'roles': ['data', 'metadata', 'primary']},
-             '@size': $mid_size, '@read-only': True, 'filename': '../d/mid.qcow2'}, 'file node %r' % f
+             '@size': $mid_size, '@read-only': True, '@caps': ['zero-init', 'protocol', 'block-status'],
+             'filename': '../d/mid.qcow2'}, 'file node %r' % f
+assert g['@caps'] == ['backing', 'block-status'], 'root caps %r' % g['@caps']
 b = g['@backing']
 assert 'backing' not in g, 'an image-named backing file is no option'
 assert b['@edge'] == {'name': 'backing', 'roles': ['cow'], 'from-image': True}, 'backing edge'
@@ -138,11 +144,14 @@ assert g['file']['@size'] == 4194304, g['file']
 expect_eq "human raw window" \
 "#block000: raw, 1 MiB (1048576 bytes), read-only
     options: driver=raw,offset=4096,size=1048576
+    caps: block-status
     file [data, primary] -> #block001: file, 4 MiB (4194304 bytes), read-only
-        options: driver=file,filename=w.img" "$("$BLKIMG" graph --image-opts $win)"
+        options: driver=file,filename=w.img
+        caps: zero-init, protocol, block-status" "$("$BLKIMG" graph --image-opts $win)"
 round_trip "raw window" --image-opts $win
 graph_check "raw filter" "$("$BLKIMG" graph --output=json -f raw w.img)" "
 assert g['file']['@edge']['roles'] == ['filtered', 'primary'], g['file']['@edge']
+assert g['@caps'] == ['zero-init', 'block-status'] and g['file']['@caps'] == ['zero-init', 'protocol', 'block-status'], g
 "
 round_trip "raw filter" -f raw w.img
 ok "a raw window and raw as a filter"

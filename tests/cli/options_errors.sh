@@ -28,6 +28,24 @@ for spec in 'driver=file' 'driver=file,filename=' 'driver=raw,file.driver=file,f
     theirs=$(qemu-img info --image-opts "$spec" 2>&1; echo "rc=$?")
     expect_eq "$spec: the message qemu-img prints" "${theirs//qemu-img:/blkimg:}" "$mine"
 done
+# Node names: qemu-img's words for an invalid, too long or duplicate node-name, in json:
+# and --image-opts (the file is named before its format node).
+for spec in 'json:{"driver":"raw","node-name":"#x","file":{"driver":"file","filename":"r.img"}}' \
+    'json:{"driver":"raw","node-name":"a","file":{"driver":"file","node-name":"a","filename":"r.img"}}' \
+    'json:{"driver":"raw","node-name":"#x","file":{"driver":"file","node-name":"1y","filename":"r.img"}}' \
+    'json:{"driver":"raw","node-name":"abcdefghijabcdefghijabcdefghij12","file":{"driver":"file","filename":"r.img"}}' \
+    'json:{"driver":"raw","node-name":"a b","file":{"driver":"file","filename":"r.img"}}' \
+    'json:{"driver":"raw","node-name":"","file":{"driver":"file","filename":"r.img"}}'; do
+    mine=$("$BLKIMG" info "$spec" 2>&1; echo "rc=$?")
+    theirs=$(qemu-img info "$spec" 2>&1; echo "rc=$?")
+    expect_eq "$spec: the message qemu-img prints" "${theirs//qemu-img:/blkimg:}" "$mine"
+done
+for spec in 'driver=raw,node-name=top,file.filename=r.img,file.node-name=top' 'driver=raw,node-name=-top,file.filename=r.img'; do
+    mine=$("$BLKIMG" info --image-opts "$spec" 2>&1; echo "rc=$?")
+    theirs=$(qemu-img info --image-opts "$spec" 2>&1; echo "rc=$?")
+    expect_eq "$spec: the message qemu-img prints" "${theirs//qemu-img:/blkimg:}" "$mine"
+done
+ok "node names: invalid, too long and duplicate ones refused as qemu-img refuses them"
 expect_fail 1 "The sum of offset \(4096\) and size \(1048576\)" \
     "$BLKIMG" info --image-opts 'driver=raw,offset=4k,size=1M,file.filename=r.img'
 expect_fail 1 "Specified size is not multiple of 512" \

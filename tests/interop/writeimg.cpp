@@ -220,7 +220,7 @@ int main(int argc, char** argv) {
         } else if (cmd == "incomplete" && w.size() == 2) {
             check(n.set_incomplete(w[1] == "on"), op);
         } else if (cmd == "facts" && w.size() == 1) {
-            std::printf("zero_init=%d compress=%d incomplete=%d\n", n.has_zero_init(), n.can_write_compressed(), n.incomplete());
+            std::printf("zero_init=%d compress=%d incomplete=%d\n", n.caps().zero_init, n.caps().write_compressed, n.incomplete());
         } else if (cmd == "die" && w.size() == 1) {
             std::fflush(nullptr);
             std::raise(SIGKILL);

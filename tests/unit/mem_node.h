@@ -18,14 +18,23 @@ public:
     explicit MemNode(uint64_t size, bool backing = false) : Node("mem", Json::object()), backing_(backing), data_(size) {
         size_ = size;
         read_only_ = false;
+        refresh_caps();
     }
-    bool supports_backing() const override { return backing_; }
     std::vector<std::byte>& data() { return data_; }
-    void make_read_only() { read_only_ = true; }
+    void make_read_only() {
+        read_only_ = true;
+        refresh_caps();
+    }
     uint64_t allocated_ = 0;
     uint64_t zero_from_ = UINT64_MAX;
 
 protected:
+    Capabilities own_caps() const override {
+        Capabilities c;
+        c.backing = backing_;
+        c.block_status = true;
+        return c;
+    }
     Status do_read(uint64_t off, std::span<std::byte> buf) override {
         std::memcpy(buf.data(), data_.data() + off, buf.size());
         return {};

@@ -43,8 +43,8 @@ public:
     explicit ExtentNode(uint64_t size, Kind initial = Unalloc) : Node("extent", Json::object()), data_(size) {
         size_ = size;
         kinds_.assign(blocks(size), initial);
+        refresh_caps();
     }
-    bool supports_backing() const override { return true; }
 
     // Marks [off, off+len) (multiples of kBlock) as `k`; Data ranges get pattern bytes.
     void set(uint64_t off, uint64_t len, Kind k, uint64_t seed = 1) {
@@ -71,6 +71,12 @@ public:
 protected:
     static uint64_t blocks(uint64_t size) { return (size + kBlock - 1) / kBlock; }
 
+    Capabilities own_caps() const override {
+        Capabilities c;
+        c.backing = true;
+        c.block_status = true;
+        return c;
+    }
     Status do_read(uint64_t off, std::span<std::byte> buf) override {
         ++reads;
         if (on_read) on_read();
@@ -143,12 +149,11 @@ public:
         : Node("record", Json::object()), data_(size), cluster_(cluster), zero_init_(zero_init) {
         size_ = size;
         read_only_ = false;
+        refresh_caps();
     }
-    bool has_zero_init() const override { return zero_init_; }
     std::optional<uint64_t> cluster_size() const override {
         return cluster_ ? std::optional<uint64_t>(cluster_) : std::nullopt;
     }
-    bool can_write_compressed() const override { return cluster_ != 0; }
     Result<CompressedCluster> compress_cluster(std::span<const std::byte> d) const override {
         ++compress_calls;
         int now = ++in_compress;
@@ -195,6 +200,15 @@ protected:
         std::memcpy(data_.data() + off, buf.data(), buf.size());
         record({Rec::Write, off, buf.size(), 0});
         return {};
+    }
+    Capabilities own_caps() const override {
+        Capabilities c;
+        c.flush = true;
+        c.fast_zero = true;
+        c.discard = true;
+        c.write_compressed = cluster_ != 0;
+        c.zero_init = zero_init_;
+        return c;
     }
     Status do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) override {
         BLK_TRY(check_fail(off, bytes));

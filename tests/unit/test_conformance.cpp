@@ -203,6 +203,60 @@ void exercise(Node& n, const Stack& s, std::vector<std::byte>& want, uint64_t se
     }
 }
 
+// The capabilities a node advertises hold: what it says it lacks is refused with ENOTSUP
+// (a read-only node: EACCES, and it advertises no writing), what it says it has works.
+void check_caps(Node& n, const Stack& s, std::vector<std::byte>& want) {
+    const Capabilities& c = n.caps();
+    CHECK(c.write == !n.read_only());
+    if (!c.write) {
+        CHECK_FALSE((c.flush || c.truncate || c.fast_zero || c.discard || c.make_empty || c.write_compressed));
+        std::vector<std::byte> w(512);
+        auto st = n.write(0, w);
+        REQUIRE_FALSE(st);
+        CHECK(st.error().code == EACCES);
+        return;
+    }
+    if (!c.truncate) {
+        auto st = n.truncate(n.size());
+        REQUIRE_FALSE(st);
+        CHECK(st.error().code == ENOTSUP);
+    }
+    // A whole aligned 64 KiB range: every driver with a zeroing path zeroes it in place.
+    const uint64_t z0 = 1 << 20, zl = 65536;
+    auto z = n.write_zeroes(z0, zl, kZeroNoFallback);
+    if (c.fast_zero) {
+        INFO((z ? std::string() : z.error().message));
+        CHECK(static_cast<bool>(z));
+        if (z && s.stores_data) std::fill_n(want.begin() + static_cast<ptrdiff_t>(z0), zl, std::byte{0});
+    } else {
+        REQUIRE_FALSE(z);
+        CHECK(z.error().code == ENOTSUP);
+    }
+    if (!c.make_empty) {
+        auto st = n.make_empty();
+        REQUIRE_FALSE(st);
+        CHECK(st.error().code == ENOTSUP);
+    }
+    auto cs = n.cluster_size();
+    auto cc = n.compress_cluster(std::vector<std::byte>(cs.value_or(65536)));
+    if (!c.write_compressed) {
+        auto st = n.write_compressed(0, cs.value_or(65536), CompressedCluster{});
+        REQUIRE_FALSE(st);
+        CHECK(st.error().code == ENOTSUP);
+    } else {
+        CHECK(static_cast<bool>(cc));
+    }
+    if (s.stores_data) CHECK(bytes_at(n, 0, n.size()) == want);
+}
+
+// A filter has its filtered child's capabilities but for what names the child's kind.
+void check_filter_caps(const Node& filter, const Node& child) {
+    Capabilities want = child.caps();
+    want.protocol = false;
+    want.backing = false;
+    CHECK(filter.caps() == want);
+}
+
 void grow(Node& n, const Stack& s, std::vector<std::byte>& want) {
     const uint64_t before = n.size();
     auto st = n.truncate(before + (1 << 20));
@@ -241,6 +295,9 @@ TEST_CASE("every driver and filter stack keeps the node contract") {
         REQUIRE(top.check_roles());
         auto want = initial_content(top);
         exercise(top, s, want, 1);
+        check_caps(top, s, want);
+        const Capabilities top_caps = top.caps();
+        CHECK(top_caps.write);
 
         // A filter inserted above the top node, then one above the top's primary child:
         // both pass every request, and the content is the same through them.
@@ -253,15 +310,23 @@ TEST_CASE("every driver and filter stack keeps the node contract") {
         CHECK(&top2 == above->get());
         if (s.stores_data) CHECK(initial_content(top2) == want);
         exercise(top2, s, want, 2);
+        check_filter_caps(top2, top);
+        check_caps(top2, s, want);
+        CHECK(top.caps() == top_caps);
         for (const Child& c : top.children()) {
             if (!(c.roles & kRolePrimary)) continue;
             auto below = make_filter_node(Json{{"driver", "preallocate"}});
             REQUIRE(below);
             std::shared_ptr<Node> child = c.node;
+            const Capabilities child_caps = child->caps();
             REQUIRE(g->insert_filter_above(child, *below));
+            check_filter_caps(**below, *child);
+            CHECK(top.caps() == top_caps);  // what the top can do is the same over the filter
             if (s.stores_data) CHECK(initial_content(top2) == want);
             exercise(top2, s, want, 3);
             REQUIRE(g->remove_filter(*below));
+            CHECK(child->caps() == child_caps);
+            CHECK(top.caps() == top_caps);
             break;
         }
         // Reopened read-only in place: reads the same, refuses writes; writable again, takes
@@ -272,6 +337,10 @@ TEST_CASE("every driver and filter stack keeps the node contract") {
             INFO((ro ? std::string() : ro.error().message));
             REQUIRE(static_cast<bool>(ro));
             CHECK(top2.read_only());
+            CHECK_FALSE(top2.caps().write);
+            CHECK_FALSE(top.caps().write);
+            check_caps(top2, s, want);
+            check_filter_caps(top2, top);
             std::vector<std::byte> w(4096);
             fill_pattern(w, 11);
             CHECK_FALSE(top2.write(0, w));
@@ -281,6 +350,8 @@ TEST_CASE("every driver and filter stack keeps the node contract") {
             INFO((rw ? std::string() : rw.error().message));
             REQUIRE(static_cast<bool>(rw));
             CHECK_FALSE(top2.read_only());
+            CHECK(top.caps() == top_caps);
+            check_filter_caps(top2, top);
             REQUIRE(top2.write(0, w));
             if (s.stores_data) std::copy(w.begin(), w.end(), want.begin());
             REQUIRE(top2.flush());
@@ -290,6 +361,7 @@ TEST_CASE("every driver and filter stack keeps the node contract") {
         // Removed again, the stack reads the same.
         REQUIRE(g->remove_filter(*above));
         CHECK(g->root.get() == &top);
+        CHECK(top.caps() == top_caps);
         if (s.stores_data && s.can_grow) {
             CHECK(bytes_at(top, 0, s.size) == want);
         }

@@ -769,7 +769,7 @@ TEST_CASE("raw files: a sparse copy, and -C offloads to copy_file_range") {
         Graph src = open_rw(t.p / "src.raw", false);
         Graph dst = open_rw(dst_path, true);
         auto o = options({src.root.get()}, dst.root.get());
-        o.target_is_zero = dst.root->has_zero_init();
+        o.target_is_zero = dst.root->caps().zero_init;
         o.copy_range = offload;
         o.threads = 2;
         CopyStats st = copy_ok(o);
@@ -980,7 +980,7 @@ TEST_CASE("qcow2 target: data lands in guest order, holes and zeroes stay unallo
         {
             Graph dst = new_qcow2(path, size);
             auto o = options({src.get()}, dst.root.get());
-            o.target_is_zero = dst.root->has_zero_init();
+            o.target_is_zero = dst.root->caps().zero_init;
             CHECK(o.target_is_zero);
             o.threads = 4;
             o.request_size = 128 * KiB;

@@ -787,3 +787,146 @@ TEST_CASE("detect-zeroes turns all-zero writes into zero writes; unmap needs dis
     REQUIRE_FALSE(st);
     CHECK(st.error().message == "setting detect-zeroes to unmap is not allowed without setting discard operation to unmap");
 }
+
+TEST_CASE("node names follow qemu's rules: a letter first, then letters, digits, '-', '.', '_'; at most 31") {
+    for (const char* ok : {"a", "A-b.c_9", "abcdefghijabcdefghijabcdefghij1"}) {
+        CAPTURE(ok);
+        CHECK(check_node_name(ok));
+    }
+    for (const char* bad : {"#x", "1a", "", "a b", "-a", "_a", "a/b", "#abcdefghijabcdefghijabcdefghij12345"}) {
+        CAPTURE(bad);
+        auto st = check_node_name(bad);
+        REQUIRE_FALSE(st);
+        CHECK(st.error().message == "Invalid node-name: '" + std::string(bad) + "'");
+    }
+    auto longer = check_node_name("abcdefghijabcdefghijabcdefghij12");
+    REQUIRE_FALSE(longer);
+    CHECK(longer.error().message == "Node name too long");
+}
+
+TEST_CASE("open refuses an invalid node name and two nodes with one name, in qemu's words") {
+    TempDir dir;
+    make_chain(dir / "base.qcow2", dir / "top.qcow2", 1 << 20);
+    auto open_with = [&](const char* top_name, const char* file_name) {
+        Json file = {{"driver", "file"}, {"filename", dir / "top.qcow2"}};
+        if (file_name) file["node-name"] = file_name;
+        Json o = {{"driver", "qcow2"}, {"file", file}};
+        if (top_name) o["node-name"] = top_name;
+        return open_image(ImageSpec{"json:" + o.dump(), "", false}, OpenFlags{});
+    };
+    auto dup = open_with("a", "a");
+    REQUIRE_FALSE(dup);
+    CHECK(dup.error().message == "Duplicate nodes with node-name='a'");
+    auto bad = open_with("#x", "b");
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error().message == "Invalid node-name: '#x'");
+    auto bad_child = open_with("a", "#y");  // the file is named before its format node
+    REQUIRE_FALSE(bad_child);
+    CHECK(bad_child.error().message == "Invalid node-name: '#y'");
+    auto good = open_with("top", "top-file");
+    REQUIRE(good);
+    CHECK(good->find("top") == good->root.get());
+    CHECK(good->find("top-file") == primary_child(*good->root));
+    CHECK(good->find("base") == nullptr);
+    CHECK(good->find("") == nullptr);
+}
+
+TEST_CASE("every edit refuses a duplicate node name and changes nothing; find follows the edits") {
+    auto x = std::make_shared<MemNode>(4096);
+    x->set_node_name("x");
+    auto top = std::make_shared<MemNode>(4096, true);
+    top->set_node_name("top");
+    REQUIRE(top->attach_child("file", x, kRoleData | kRolePrimary));
+    Graph g{top};
+    CHECK(g.find("x") == x.get());
+    CHECK(g.find("top") == top.get());
+    const Snapshot before = snap(g);
+    auto expect_dup = [&](Status st, const std::string& what, const std::string& name) {
+        REQUIRE_FALSE(st);
+        CHECK(st.error().message == what + ": Duplicate nodes with node-name='" + name + "'");
+        CHECK(snap(g) == before);
+        CHECK(g.find("x") == x.get());
+    };
+
+    auto fx = std::make_shared<RecordFilter>();
+    fx->set_node_name("x");
+    expect_dup(g.insert_filter_above(x, fx), "inserting a filter", "x");
+    CHECK(fx->children().empty());
+
+    auto y = std::make_shared<MemNode>(4096);
+    y->set_node_name("top");
+    expect_dup(g.attach(top, "extra", y, kRoleData), "attaching a child", "top");
+    CHECK(top->find_child("extra") == nullptr);
+    expect_dup(g.replace(x, y), "replacing a node", "top");
+
+    // With names of their own the same edits go through, and find sees them at once.
+    auto f = std::make_shared<RecordFilter>();
+    f->set_node_name("f");
+    REQUIRE(g.insert_filter_above(x, f));
+    CHECK(g.find("f") == f.get());
+    REQUIRE(g.remove_filter(f));
+    CHECK(g.find("f") == nullptr);
+    y->set_node_name("y");
+    REQUIRE(g.replace(x, y));
+    CHECK(g.find("y") == y.get());
+    CHECK(g.find("x") == nullptr);
+}
+
+TEST_CASE("capabilities: a filter takes its child's at every edit, and the core refuses what a node lacks") {
+    auto x = std::make_shared<MemNode>(4096);  // no truncate, no zeroing path, no make_empty
+    auto top = std::make_shared<MemNode>(4096, true);
+    REQUIRE(top->attach_child("file", x, kRoleData | kRolePrimary));
+    Graph g{top};
+    CHECK(top->caps().backing);
+    CHECK(top->caps().write);
+    auto f = std::make_shared<RecordFilter>();
+    REQUIRE(g.insert_filter_above(g.root, f));
+    Capabilities want = top->caps();
+    want.backing = false;  // a filter is no format
+    CHECK(f->caps() == want);
+    // Refused in the core, before the filter's hook sees them.
+    auto t = f->truncate(8192);
+    REQUIRE_FALSE(t);
+    CHECK(t.error().code == ENOTSUP);
+    auto z = f->write_zeroes(0, 512, kZeroNoFallback);
+    REQUIRE_FALSE(z);
+    CHECK(z.error().code == ENOTSUP);
+    auto e = f->make_empty();
+    REQUIRE_FALSE(e);
+    CHECK(e.error().code == ENOTSUP);
+    CHECK(f->count('t') == 0);
+    CHECK(f->count('z') == 0);
+    // Moved above a read-only node, it takes no writes and advertises none.
+    auto ro = std::make_shared<MemNode>(4096);
+    ro->make_read_only();
+    CHECK_FALSE(ro->caps().write);
+    REQUIRE(g.remove_filter(f));
+    auto f2 = std::make_shared<RecordFilter>();
+    Graph g2{ro};
+    REQUIRE(g2.insert_filter_above(ro, f2));
+    CHECK(f2->read_only());
+    CHECK_FALSE(f2->caps().write);
+    // A file reopened read-only loses write (and what writes), read-write gets it back.
+    TempDir dir;
+    make_chain(dir / "base.qcow2", dir / "top.qcow2", 1 << 20);
+    OpenFlags fl;
+    fl.read_only = false;
+    auto q = open_image(ImageSpec{dir / "top.qcow2", "qcow2", false}, fl);
+    REQUIRE(q);
+    const Capabilities rw = q->root->caps();
+    CHECK(rw.write);
+    CHECK(rw.make_empty);
+    CHECK(rw.write_compressed);
+    CHECK(rw.backing);
+    auto pf = make_filter_node(Json{{"driver", "preallocate"}});
+    REQUIRE(pf);
+    REQUIRE(q->insert_filter_above(q->root, *pf));
+    REQUIRE(q->reopen_read_only(*q->root));
+    CHECK_FALSE((*pf)->caps().write);
+    CHECK_FALSE((*pf)->caps().make_empty);
+    CHECK_FALSE(primary_child(**pf)->caps().write);
+    REQUIRE(q->reopen_read_write(*q->root));
+    Capabilities back = rw;
+    back.backing = false;
+    CHECK((*pf)->caps() == back);
+}

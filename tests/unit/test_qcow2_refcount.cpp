@@ -24,6 +24,7 @@ public:
     explicit GrowNode(uint64_t size) : Node("mem", Json::object()), data_(size) {
         size_ = size;
         read_only_ = false;
+        refresh_caps();
     }
     std::vector<std::byte>& data() { return data_; }
     unsigned truncates = 0;
@@ -37,6 +38,11 @@ protected:
     Status do_write(uint64_t off, std::span<const std::byte> buf) override {
         std::memcpy(data_.data() + off, buf.data(), buf.size());
         return {};
+    }
+    Capabilities own_caps() const override {
+        Capabilities c;
+        c.truncate = true;
+        return c;
     }
     Status do_truncate(uint64_t size, Prealloc) override {
         if (fixed) return make_error(ENOTSUP, "mem: cannot resize a device");

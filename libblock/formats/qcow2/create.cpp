@@ -424,7 +424,7 @@ bool same_file(const std::string& a, const std::string& b) {
 
 // Grows a regular file to `size` (devices keep theirs), allocating as `mode` asks.
 Status grow(Node& node, uint64_t size, Prealloc mode) {
-    if (!node.has_zero_init()) {
+    if (!node.caps().zero_init) {
         if (node.size() < size) return make_error(ENOSPC, "Cannot grow device files");
         return {};
     }

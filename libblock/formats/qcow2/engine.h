@@ -84,7 +84,6 @@ public:
     Status init(OpenContext& ctx, const Json& opts, std::shared_ptr<Node> file);
 
     std::vector<SnapshotFacts> snapshots() const override { return snapshots_; }
-    bool supports_backing() const override { return true; }
     std::string backing_file_name() const override { return h_.backing_file; }
     std::string backing_format() const override { return h_.backing_format; }
     std::optional<uint64_t> cluster_size() const override { return h_.cluster_size(); }
@@ -94,13 +93,12 @@ public:
     // An encrypted image opened for its metadata only: how it is encrypted.
     void set_encrypt_info(EncryptFacts info) { encrypt_ = std::move(info); }
 
-    bool can_write_compressed() const override;
     Result<CompressedCluster> compress_cluster(std::span<const std::byte> data) const override;
-    bool has_zero_init() const override;
     Status set_incomplete(bool incomplete) override;
     bool incomplete() const override;
 
 protected:
+    Capabilities own_caps() const override;
     Status do_read(uint64_t off, std::span<std::byte> buf) override;
     Result<BlockStatus> do_block_status(uint64_t off, uint64_t bytes) override;
     Status do_write(uint64_t off, std::span<const std::byte> buf) override;
@@ -113,6 +111,8 @@ protected:
     Status do_make_empty() override;
 
 private:
+    // qemu's has_zero_init for the image as it stands (Capabilities::zero_init).
+    bool zero_init() const;
     std::optional<EncryptFacts> encrypt_;  // set when encrypted
     using Lock = std::unique_lock<std::mutex>;
 

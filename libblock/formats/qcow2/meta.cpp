@@ -335,7 +335,21 @@ Status Qcow2Node::preallocate_locked(uint64_t from, uint64_t to, Prealloc mode) 
     return {};
 }
 
-bool Qcow2Node::can_write_compressed() const { return writable_ && !external_; }
+// Everything but compressed writes with an external data file (qemu refuses those too);
+// zero_init as qemu's has_zero_init, below.
+Capabilities Qcow2Node::own_caps() const {
+    Capabilities c;
+    c.flush = true;
+    c.truncate = true;
+    c.fast_zero = true;
+    c.discard = true;
+    c.make_empty = true;
+    c.write_compressed = writable_ && !external_;
+    c.zero_init = zero_init();
+    c.backing = true;
+    c.block_status = true;
+    return c;
+}
 
 Result<CompressedCluster> Qcow2Node::compress_cluster(std::span<const std::byte> data) const {
     const uint64_t cs = h_.cluster_size();
@@ -364,11 +378,11 @@ Result<CompressedCluster> Qcow2Node::compress_cluster(std::span<const std::byte>
 
 // As qemu: an image reads as zeroes right after creation unless a backing file shows
 // through, or metadata was preallocated over a data file that is not known to be zero.
-bool Qcow2Node::has_zero_init() const {
+bool Qcow2Node::zero_init() const {
     if (cow_child(*this) || !h_.backing_file.empty() || h_.crypt_method != 0) return false;
     std::lock_guard lock(mu_);
     for (uint64_t e : l1_)
-        if (e & kOffsetMask) return data_->has_zero_init();
+        if (e & kOffsetMask) return data_->caps().zero_init;
     return true;
 }
 

@@ -27,7 +27,7 @@ struct CopyOptions {
     // them), whatever target_is_zero says.
     uint64_t min_sparse = 4096;
     // The target reads as zeroes already: zero ranges need no write at all. Set it for a
-    // new target whose has_zero_init() is true (when min_sparse != 0 and there is no
+    // new target whose caps().zero_init is true (when min_sparse != 0 and there is no
     // backing file, as qemu does), or for --target-is-zero. Not with target_has_backing.
     bool target_is_zero = false;
     // -B: the target has a backing file that holds what the source's backing chain holds,

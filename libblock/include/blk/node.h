@@ -94,6 +94,69 @@ struct NodeLimits {
     uint64_t max_transfer = 0;  // 0: unlimited
 };
 
+// What a node can do: one set of facts, fixed when the node is opened and recomputed by the
+// core after every graph edit and every reopen (nbdkit's can_* set; qemu's per-driver
+// callbacks and supports_backing/has_zero_init reduced to facts). Callers ask caps() before
+// they ask for an operation instead of trying it and catching ENOTSUP, and the core refuses
+// a request for an operation the node lacks (ENOTSUP) before it reaches the driver.
+//
+// Design:
+// - A driver states its own capabilities in own_caps(); the core adds the node's mode (write
+//   is !read_only(), and a node that does not take writes has none of the write-side
+//   capabilities: flush, truncate, fast_zero, discard, make_empty, write_compressed).
+// - A filter has its filtered child's capabilities (FilterNode::own_caps), except protocol
+//   and backing, which name what a node is, not what it passes on. So a filter inserted
+//   above a qcow2 node reports what qcow2 can do, and a filter over a read-only node takes
+//   no writes.
+// - Recomputed (Node::refresh_caps) children first: at the end of every OpenContext::open,
+//   when a filter gets its child, after every Graph edit (for each node the edit changed
+//   and, children first, everything above it) and after every reopen, also for the nodes above a
+//   reopened node, whose derived facts may change with it. A node built outside the opener
+//   (tests) calls refresh_caps() itself once it is complete.
+// - Capabilities say the driver has the operation, not that every request succeeds: a
+//   fixed-size raw window refuses sizes, qcow2 cannot zero part of a compressed cluster
+//   without writing data, a host file system may lack fallocate (nbdkit's can_fast_zero
+//   is the same promise).
+// - Not capabilities: host_fd() (a resource the node lends, -1 when it has none),
+//   cluster_size() and the other facts for info.
+struct Capabilities {
+    // Takes writes, zero writes and discards (the node is writable).
+    bool write = false;
+    // flush() reaches stable storage; without it flush succeeds and does nothing.
+    bool flush = false;
+    // The driver answers truncate() (it may still refuse a size: a fixed-size raw window,
+    // a block device's other sizes); without it truncate fails with ENOTSUP.
+    bool truncate = false;
+    // write_zeroes with kZeroNoFallback reaches a zeroing path of the driver's own (it may
+    // still fail with ENOTSUP for a range that path cannot zero); without it such a
+    // request fails with ENOTSUP in the core. A plain write_zeroes is always accepted by a
+    // writable node (it falls back to writing zeroes), so there is no separate `zero`.
+    bool fast_zero = false;
+    // discard() frees space; without it discard is accepted and does nothing (advisory).
+    bool discard = false;
+    // make_empty() works (qcow2); without it it fails with ENOTSUP.
+    bool make_empty = false;
+    // compress_cluster()/write_compressed() work; without them they fail with ENOTSUP.
+    bool write_compressed = false;
+    // Every byte read as zero right after the node was created, as opened (qemu's
+    // has_zero_init): a copy to a new node can skip zero ranges.
+    bool zero_init = false;
+    // A format that can have a backing file (qemu's supports_backing): an unallocated
+    // range reads from the backing child, or as zeroes without one.
+    bool backing = false;
+    // A protocol node (file, null-co): its exact_filename names it.
+    bool protocol = false;
+    // block_status() tells allocated ranges from holes and zeroes; without it the node
+    // answers "data" everywhere.
+    bool block_status = false;
+
+    bool operator==(const Capabilities&) const = default;
+    // The names of the capabilities that are true, in the order above ("write", "flush",
+    // "truncate", "fast-zero", "discard", "make-empty", "write-compressed", "zero-init",
+    // "backing", "protocol", "block-status"), for `blkimg graph`.
+    std::vector<std::string> names() const;
+};
+
 class Node {
 public:
     virtual ~Node();
@@ -111,6 +174,11 @@ public:
     uint64_t size() const { return size_; }
     bool read_only() const { return read_only_; }
     const NodeLimits& limits() const { return limits_; }
+    // What the node can do (see Capabilities): the one query.
+    const Capabilities& caps() const { return caps_; }
+    // Recomputes caps() from own_caps() and the node's mode. The core calls it (see
+    // Capabilities); not while requests run.
+    void refresh_caps();
 
     // The options this node was opened with (driver, children inline), as given.
     const Json& options() const { return options_; }
@@ -142,18 +210,13 @@ public:
     Status reopen(bool writable);
 
     // --- Compressed writes, split so compression runs on every worker while the writes
-    // keep guest order. Only for nodes where can_write_compressed() is true. ---
-    virtual bool can_write_compressed() const { return false; }
+    // keep guest order. Only for nodes where caps().write_compressed is true. ---
     // Compresses one cluster's data (cluster_size() bytes, or less for the image's last
     // cluster). Thread-safe and does no I/O.
     virtual Result<CompressedCluster> compress_cluster(std::span<const std::byte> data) const;
     // Stores a cluster compress_cluster() prepared at cluster-aligned guest offset `off`;
     // `len` is the guest length the data covers (cluster_size(), or less at the end).
     Status write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c);
-
-    // True if every byte reads as zero right after the node was created (qemu's
-    // has_zero_init): a copy to a new node can skip zero ranges.
-    virtual bool has_zero_init() const { return false; }
 
     // Flags the image as incomplete while a copy overwrites it in place (convert -n), so
     // nobody mistakes a half-written image for a whole one; false clears the flag once
@@ -196,10 +259,6 @@ public:
     // derived from FilterNode. A node that merely passes its child's bytes through (raw
     // without a window, whose edge is Filtered) is no filter.
     bool is_filter() const { return filter_driver_; }
-    // True for formats that can have a backing file (qemu's supports_backing).
-    virtual bool supports_backing() const { return false; }
-    // True for protocol drivers (file, null-co).
-    virtual bool is_protocol() const { return false; }
     // The node's filename as qemu prints it: exact_filename() where there is one,
     // otherwise a json:{...} pseudo-filename of full_options().
     std::string filename() const;
@@ -237,6 +296,10 @@ protected:
     // Driver hooks: requests reaching them are within bounds and aligned.
     virtual Status do_read(uint64_t off, std::span<std::byte> buf) = 0;
     virtual Status do_write(uint64_t off, std::span<const std::byte> buf);
+    // What the driver can do (see Capabilities; write is the core's). Default: nothing.
+    // Called by refresh_caps(), after the node's children are current.
+    virtual Capabilities own_caps() const { return {}; }
+
     // Default: ENOTSUP with kZeroNoFallback, else zero buffers through do_write.
     virtual Status do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags);
     // Default: nothing (discard is advisory).
@@ -270,6 +333,7 @@ protected:
     std::atomic<uint64_t> size_{0};
     bool read_only_ = true;
     NodeLimits limits_;
+    Capabilities caps_;
     DetectZeroes detect_zeroes_ = DetectZeroes::Off;
 
 private:
@@ -309,17 +373,18 @@ protected:
     Status do_discard(uint64_t off, uint64_t bytes) override;
     Status do_flush() override;
     Status do_truncate(uint64_t size, Prealloc prealloc) override;
+    Status do_make_empty() override;
     Status do_write_compressed(uint64_t off, uint64_t len, const CompressedCluster& c) override;
     Result<BlockStatus> do_block_status(uint64_t off, uint64_t bytes) override;
+    // The filtered child's capabilities, less protocol and backing.
+    Capabilities own_caps() const override;
     // Takes the reopened child's mode.
     Status do_reopen(bool writable) override;
 
 public:
     // Facts of the node below (a subclass that maps its child differently has no filtered
     // child and gets the defaults).
-    bool can_write_compressed() const override;
     Result<CompressedCluster> compress_cluster(std::span<const std::byte> data) const override;
-    bool has_zero_init() const override;
     std::optional<uint64_t> cluster_size() const override;
     Status set_incomplete(bool incomplete) override;
     bool incomplete() const override;
@@ -350,12 +415,22 @@ std::string base_filename(const Node& n);
 // hold, no cycle is made, a writable node keeps writable children on its data, metadata
 // and filtered edges, no node gets two writing parents (one writer, many readers: a
 // backing edge only reads), and filters take size and writability from their new child.
-// A failed edit leaves the graph exactly as it was. Edits must not run during I/O.
+// A failed edit leaves the graph exactly as it was. Edits must not run during I/O. Every
+// edit also keeps node names unique and recomputes the capabilities of the nodes it
+// changed and of everything above them.
 struct Graph {
     std::shared_ptr<Node> root;
     // Every node reachable from root, each once, parents before children.
     std::vector<Node*> nodes() const;
     bool contains(const Node* n) const;
+    // The node named `node_name` (Node::node_name) in this graph, or null. A walk from the
+    // root, not an index: a graph holds a handful of nodes, every edit, reopen and
+    // set_node_name would each have to keep an index current, and a walk cannot go stale.
+    Node* find(std::string_view node_name) const;
+    // qemu's rule: no two nodes of one graph have the same node name ("Duplicate nodes
+    // with node-name='X'", the first duplicate met children first, as qemu names its
+    // nodes while it opens them). Checked at open (open_image) and by every edit.
+    Status check_node_names() const;
 
     // The edits take their nodes by value: `g.insert_filter_above(g.root, f)` passes the
     // root itself, which the edit reassigns.
@@ -387,6 +462,11 @@ private:
     Status check_claims(const char* what) const;
     Status finish_edit(Undo& undo, const std::vector<Node*>& changed, const char* what);
 };
+
+// qemu's rules for a node name (id_wellformed, then its length): a letter, then letters,
+// digits, '-', '.' and '_' ("Invalid node-name: 'X'"), at most 31 characters ("Node name
+// too long"). The opener checks every node-name it is given.
+Status check_node_name(std::string_view name);
 
 // The same edits as free functions (the names code used first).
 Status insert_filter_above(Graph& g, const std::shared_ptr<Node>& x, const std::shared_ptr<Node>& filter);
