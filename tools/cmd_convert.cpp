@@ -90,25 +90,20 @@ bool has_key(const blk::Schema& s, const std::string& key) {
 
 // Runs create_image's option checks (keys, value types, size, protocol) without creating
 // anything, so a bad -o fails first and with the bare message, as qemu-img's option parsing
-// does: a copy of the registry whose `fmt` creates nothing. The backing options are checked
-// later, with convert's own rules and messages.
+// does. The backing options are checked later, with convert's own rules and messages.
 blk::Status check_create_options(const std::string& fmt, const std::string& target, blk::Json opts, const blk::ObjectStore* objects) {
-    blk::Registry dry = blk::Registry::builtin();
-    const blk::DriverSpec* spec = dry.find(fmt);
+    const blk::DriverSpec* spec = blk::Registry::builtin().find(fmt);
     if (!spec) return blk::make_error(EINVAL, "Unknown file format '" + fmt + "'");
     for (const char* key : {"backing_file", "backing_fmt"}) {
         if (has_key(spec->create_options, key)) opts.erase(key);
     }
-    blk::DriverSpec nothing = *spec;
-    nothing.create = [](const blk::CreateRequest&, const blk::Registry&) { return blk::Status{}; };
-    dry.add(std::move(nothing));
     blk::CreateRequest req;
     req.format = fmt;
     req.filename = target;
     req.options = std::move(opts);
     req.objects = objects;
     req.open_backing = false;
-    return blk::create_image(req, dry);
+    return blk::check_create_request(req);
 }
 
 
@@ -429,7 +424,7 @@ int Converter::run() {
     if (!a_.no_create) {
         const blk::DriverSpec* fmt = blk::Registry::builtin().find(p_.out_fmt);
         if (!fmt || fmt->kind != blk::DriverKind::Format) return fail("Unknown file format '" + p_.out_fmt + "'");
-        if (!fmt->create) return fail("Format driver '" + p_.out_fmt + "' does not support image creation");
+        if (!fmt->can_create()) return fail("Format driver '" + p_.out_fmt + "' does not support image creation");
         fmt_ = fmt;
         blk::Json checked = p_.create_opts;
         if (!checked.contains("size")) checked["size"] = std::to_string(total_);

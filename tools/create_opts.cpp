@@ -40,7 +40,7 @@ int print_create_options_help(const std::string& fmt, const std::string* filenam
         print_error("Unknown file format '" + fmt + "'");
         return 1;
     }
-    if (!drv->create) {
+    if (!drv->can_create()) {
         print_error("Format driver '" + fmt + "' does not support image creation");
         return 1;
     }

@@ -76,7 +76,7 @@ int list_formats(const std::string& what) {
     for (const blk::DriverSpec* d : blk::Registry::builtin().all()) {
         // Protocols (file) can create too, but a format is what create -f and convert -O ask for.
         if (d->kind != blk::DriverKind::Format) continue;
-        if (what == "create" && !d->create) continue;
+        if (what == "create" && !d->can_create()) continue;
         std::printf("%s\n", d->name.c_str());
     }
     return 0;

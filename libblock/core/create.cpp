@@ -1,5 +1,6 @@
 // Creating images as qemu-img create does: the -o options parsed the way qemu's QemuOpts
-// parses them, the backing file checked, then the format's create function.
+// parses them, the backing file checked; then the protocol file created and opened, handed
+// to the format's create, and removed again if anything fails.
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -154,25 +155,38 @@ Result<std::pair<const DriverSpec*, std::string>> create_protocol(const std::str
     return std::make_pair(reg.find("file"), filename);
 }
 
-Status create_image(const CreateRequest& req, const Registry& reg) {
-    const DriverSpec* fmt = reg.find(req.format);
-    if (!fmt || fmt->kind == DriverKind::Filter) return make_error(EINVAL, "Unknown file format '" + req.format + "'");
+namespace {
+
+// A create request after create_image's own checks: the typed options, with size set.
+struct Prepared {
+    const DriverSpec* fmt = nullptr;
+    const DriverSpec* proto = nullptr;
+    std::string path;  // the image's name without protocol prefix
+    Json typed = Json::object();
+    std::vector<const OptSpec*> schema;
+    std::map<std::string, std::string> shown;
+};
+
+Result<Prepared> prepare(const CreateRequest& req, const Registry& reg) {
+    Prepared p;
+    p.fmt = reg.find(req.format);
+    if (!p.fmt || p.fmt->kind == DriverKind::Filter) return make_error(EINVAL, "Unknown file format '" + req.format + "'");
     BLK_TRY_ASSIGN(auto proto_and_path, create_protocol(req.filename, reg));
-    const DriverSpec* proto = proto_and_path.first;
-    const std::string& path = proto_and_path.second;
-    if (!fmt->create) return make_error(ENOTSUP, "Format driver '" + req.format + "' does not support image creation");
-    if (!proto || !proto->create) return make_error(ENOTSUP, "Protocol driver 'file' does not support image creation");
+    p.proto = proto_and_path.first;
+    p.path = proto_and_path.second;
+    if (!p.fmt->can_create()) return make_error(ENOTSUP, "Format driver '" + req.format + "' does not support image creation");
+    if (!p.proto || !p.proto->create_file) return make_error(ENOTSUP, "Protocol driver 'file' does not support image creation");
     if (!req.options.is_object()) return make_error(EINVAL, "create options must be an object");
-    const std::vector<const OptSpec*> schema = merged_schema(*fmt, proto);
+    p.schema = merged_schema(*p.fmt, p.proto);
     auto lookup = [&](const std::string& key) -> const OptSpec* {
-        for (const OptSpec* o : schema)
+        for (const OptSpec* o : p.schema)
             if (o->name == key) return o;
         return nullptr;
     };
+    Json& typed = p.typed;
+    auto& shown = p.shown;
 
     // Parse and type every -o value (qemu checks them while parsing, in the order given).
-    Json typed = Json::object();
-    std::map<std::string, std::string> shown;
     for (auto it = req.options.begin(); it != req.options.end(); ++it) {
         const OptSpec* spec = lookup(it.key());
         if (!spec) return make_error(EINVAL, "Invalid parameter '" + it.key() + "'");
@@ -204,34 +218,138 @@ Status create_image(const CreateRequest& req, const Registry& reg) {
     std::optional<std::string> backing_fmt;
     if (typed.contains("backing_fmt")) backing_fmt = typed["backing_fmt"].get<std::string>();
     if (typed.contains("backing_file")) {
-        BLK_TRY(check_backing(req, path, typed["backing_file"].get<std::string>(), backing_fmt, size, reg));
+        BLK_TRY(check_backing(req, p.path, typed["backing_file"].get<std::string>(), backing_fmt, size, reg));
     }
     if (!size) return make_error(EINVAL, "Image creation needs a size parameter");
     typed["size"] = *size;
     shown["size"] = std::to_string(static_cast<int64_t>(*size));
+    return p;
+}
 
+// Like same_file, but names that cannot be looked up are compared as names.
+bool same_name_or_file(const std::string& a, const std::string& b) {
+    struct stat sa, sb;
+    if (::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0) return a == b;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+// The protocol files one create made, removed again unless it succeeded (dismiss()).
+class CreatedFiles {
+public:
+    ~CreatedFiles() {
+        for (auto& [proto, name] : files_) (void)proto->delete_file(name);
+    }
+    void add(const DriverSpec* proto, std::string name) {
+        if (proto->delete_file) files_.emplace_back(proto, std::move(name));
+    }
+    void dismiss() { files_.clear(); }
+
+private:
+    std::vector<std::pair<const DriverSpec*, std::string>> files_;
+};
+
+// Creates the protocol file `path` with `opts` and opens it read-write, locked.
+Result<std::shared_ptr<Node>> create_and_open(const DriverSpec& proto, const std::string& path, Json opts, bool incomplete,
+                                              const Registry& reg, CreatedFiles& created) {
+    CreateRequest req;
+    req.format = proto.name;
+    req.filename = path;
+    req.options = std::move(opts);
+    req.incomplete = incomplete;
+    BLK_TRY_ASSIGN(bool made, proto.create_file(req));
+    // Only what this create made is removed on failure: an existing file (a target
+    // overwritten in place, a data file named again) keeps its name and inode.
+    if (made) created.add(&proto, path);
+    OpenFlags flags;
+    flags.read_only = false;
+    OpenContext ctx(reg, flags);
+    return ctx.open(Json{{"driver", proto.name}, {"filename", path}});
+}
+
+// The steps after on_ready (see FormatCreateContext).
+Status run_create(const CreateRequest& req, const Prepared& p, const Registry& reg) {
+    const DriverSpec& fmt = *p.fmt;
+    const DriverSpec& proto = *p.proto;
+    if (fmt.kind == DriverKind::Protocol) {
+        // -f file: the protocol file is all there is.
+        CreateRequest file_req;
+        file_req.format = proto.name;
+        file_req.filename = p.path;
+        file_req.options = p.typed;
+        file_req.incomplete = req.incomplete;
+        BLK_TRY(fmt.create_file(file_req));
+        return {};
+    }
+
+    // The protocol's own options: those the format does not declare itself.
+    Json protocol_opts = Json::object();
+    for (const OptSpec& o : proto.create_options) {
+        if (o.name == "size" || find_spec(fmt.create_options, o.name)) continue;
+        if (p.typed.contains(o.name)) protocol_opts[o.name] = p.typed[o.name];
+    }
+
+    CreatedFiles created;
+    FormatCreateContext ctx;
+    ctx.options = p.typed;
+    ctx.registry = &reg;
+    ctx.objects = req.objects;
+    ctx.filename = p.path;
+    ctx.incomplete = req.incomplete;
+    ctx.check_extra_file = [&](const std::string& name, const std::string& what) -> Status {
+        BLK_TRY_ASSIGN(auto extra, create_protocol(name, reg));
+        const std::string& path = extra.second;
+        if (same_name_or_file(path, p.path)) return make_error(EINVAL, "The " + what + " '" + path + "' is the image file itself");
+        if (p.typed.contains("backing_file")) {
+            auto backing = resolve_backing_name(p.path, p.typed["backing_file"].get<std::string>());
+            if (backing && same_name_or_file(path, *backing)) {
+                return make_error(EINVAL, "The " + what + " '" + path + "' is the backing file");
+            }
+        }
+        return {};
+    };
+    ctx.create_extra_file = [&](const std::string& name) -> Result<std::shared_ptr<Node>> {
+        BLK_TRY_ASSIGN(auto extra, create_protocol(name, reg));
+        Json opts = protocol_opts;
+        opts["size"] = 0;
+        return create_and_open(*extra.first, extra.second, std::move(opts), false, reg, created);
+    };
+    if (fmt.check_create) BLK_TRY(fmt.check_create(ctx));
+
+    Json image_opts = protocol_opts;
+    image_opts["size"] = fmt.create_file_is_image ? p.typed["size"].get<uint64_t>() : 0;
+    BLK_TRY_ASSIGN(std::shared_ptr<Node> file, create_and_open(proto, p.path, std::move(image_opts), req.incomplete, reg, created));
+    BLK_TRY(fmt.create(*file, ctx));
+    created.dismiss();
+    return {};
+}
+
+}  // namespace
+
+Status check_create_request(const CreateRequest& req, const Registry& reg) {
+    BLK_TRY(prepare(req, reg));
+    return {};
+}
+
+Status create_image(const CreateRequest& req, const Registry& reg) {
+    BLK_TRY_ASSIGN(Prepared p, prepare(req, reg));
     if (req.on_ready) {
         CreateSummary summary;
-        for (const OptSpec* o : schema) {
-            auto s = shown.find(o->name);
-            if (s != shown.end()) summary.emplace_back(o->name, s->second);
+        for (const OptSpec* o : p.schema) {
+            auto s = p.shown.find(o->name);
+            if (s != p.shown.end()) summary.emplace_back(o->name, s->second);
             else if (!o->default_value.empty()) summary.emplace_back(o->name, o->default_value);
         }
         req.on_ready(summary);
     }
 
-    CreateRequest typed_req;
-    typed_req.format = req.format;
-    typed_req.filename = path;
-    typed_req.options = std::move(typed);
-    typed_req.objects = req.objects;
-    typed_req.incomplete = req.incomplete;
-    auto st = fmt->create(typed_req, reg);
+    auto st = run_create(req, p, reg);
     if (!st && st.error().code == EFBIG) {
         // qemu's wording: the driver's own message is most likely "too large" anyway.
-        const OptSpec* cs = lookup("cluster_size");
-        bool hint = cs && ((typed_req.options.contains("cluster_size") && typed_req.options["cluster_size"] != 0) ||
-                           (!typed_req.options.contains("cluster_size") && !cs->default_value.empty() && cs->default_value != "0"));
+        const OptSpec* cs = nullptr;
+        for (const OptSpec* o : p.schema)
+            if (o->name == "cluster_size") cs = o;
+        bool hint = cs && ((p.typed.contains("cluster_size") && p.typed["cluster_size"] != 0) ||
+                           (!p.typed.contains("cluster_size") && !cs->default_value.empty() && cs->default_value != "0"));
         return make_error(EFBIG, "The image size is too large for file format '" + req.format + "'" +
                                      (hint ? " (try using a larger cluster size)" : ""));
     }

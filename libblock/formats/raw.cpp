@@ -145,11 +145,10 @@ DriverSpec raw_driver() {
     d.create_options = {
         {"size", OptType::Size, "Virtual disk size"},
     };
-    // A raw image is its host file: the file protocol creates it (size, preallocation, ...).
-    d.create = [](const CreateRequest& req, const Registry& reg) {
-        const DriverSpec* file = reg.find("file");
-        return file->create(req, reg);
-    };
+    // A raw image is its protocol file: the core creates it at the image size with the
+    // protocol's preallocation, and there is nothing left to write.
+    d.create_file_is_image = true;
+    d.create = [](Node&, const FormatCreateContext&) { return Status{}; };
     return d;
 }
 

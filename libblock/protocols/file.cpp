@@ -549,8 +549,9 @@ void set_extent_size_hint(int fd, uint64_t hint) {
 
 // Creates (or empties) a host file of `size` bytes, rounded up to a sector as qemu does.
 // An existing file is emptied only after the lock check; a file this call emptied or made
-// is removed again if creating it fails, so no half-made image stays behind.
-Status create_file(const CreateRequest& req, const Registry&) {
+// is removed again if creating it fails, so no half-made image stays behind. True when the
+// file is new.
+Result<bool> create_file(const CreateRequest& req) {
     std::string path = req.filename;
     if (path.rfind("file:", 0) == 0) path = path.substr(5);
     BLK_TRY_ASSIGN(auto size, opt_size(req.options, "size"));
@@ -590,7 +591,8 @@ Status create_file(const CreateRequest& req, const Registry&) {
             dev_size = end < 0 ? 0 : static_cast<uint64_t>(end);
         }
         if (bytes > dev_size) return make_error(ENOSPC, "Cannot grow device files");
-        return f.close().context(path);
+        BLK_TRY(f.close().context(path));
+        return false;
     }
     // Nobody may be using a file we are about to empty.
     auto locked = take_qemu_locks(f.get(), path, true);
@@ -621,8 +623,17 @@ Status create_file(const CreateRequest& req, const Registry&) {
     };
     auto st2 = fill();
     // A file that was there before keeps its name (and inode): removing it would lose more.
-    if (!st2 && made) ::unlink(path.c_str());
-    return st2;
+    if (!st2) {
+        if (made) ::unlink(path.c_str());
+        return std::move(st2).error();
+    }
+    return made;
+}
+
+Status delete_file(const std::string& filename) {
+    const std::string path = filename.rfind("file:", 0) == 0 ? filename.substr(5) : filename;
+    if (::unlink(path.c_str()) != 0) return errno_error(errno, "Could not delete '" + path + "'");
+    return {};
 }
 
 }  // namespace
@@ -650,7 +661,8 @@ DriverSpec file_driver() {
         {"preallocation", OptType::Enum, "Preallocation mode (allowed values: off, falloc, full)", {"off", "falloc", "full"}},
         {"extent_size_hint", OptType::Size, "Extent size hint for the image file, 0 to disable"},
     };
-    d.create = create_file;
+    d.create_file = create_file;
+    d.delete_file = delete_file;
     return d;
 }
 

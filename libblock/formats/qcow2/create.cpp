@@ -2,9 +2,6 @@
 // streams the metadata (memory stays bounded however large the image is).
 #include "create.h"
 
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -380,48 +377,6 @@ Status write_metadata(Node& file, const CreateParams& p, const Layout& l) {
     return {};
 }
 
-// Removes the files a failed create made, unless it succeeded (dismiss()).
-class CreatedFiles {
-public:
-    ~CreatedFiles() {
-        for (const std::string& f : files_) ::unlink(f.c_str());
-    }
-    void add(std::string f) { files_.push_back(std::move(f)); }
-    void dismiss() { files_.clear(); }
-
-private:
-    std::vector<std::string> files_;
-};
-
-// Creates an empty host file through the file protocol (it takes the locks and applies
-// nocow and the extent size hint) and opens it writable.
-Result<std::shared_ptr<Node>> create_host_file(const std::string& path, const Json& protocol_opts, const Registry& reg,
-                                               CreatedFiles& created, bool incomplete = false) {
-    const DriverSpec* file = reg.find("file");
-    CreateRequest req;
-    req.format = "file";
-    req.filename = path;
-    req.incomplete = incomplete;
-    req.options = protocol_opts;
-    req.options["size"] = 0;
-    struct stat before;
-    const bool existed = ::stat(path.c_str(), &before) == 0;
-    BLK_TRY(file->create(req, reg));
-    // Only what this create made is removed on failure: an existing file (a target
-    // overwritten in place, a data file named again) keeps its name and inode.
-    if (!existed) created.add(path);
-    OpenFlags flags;
-    flags.read_only = false;
-    OpenContext ctx(reg, flags);
-    return ctx.open(Json{{"driver", "file"}, {"filename", path}});
-}
-
-bool same_file(const std::string& a, const std::string& b) {
-    struct stat sa, sb;
-    if (::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0) return a == b;
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 // Grows a regular file to `size` (devices keep theirs), allocating as `mode` asks.
 Status grow(Node& node, uint64_t size, Prealloc mode) {
     if (!node.caps().zero_init) {
@@ -433,14 +388,26 @@ Status grow(Node& node, uint64_t size, Prealloc mode) {
 
 }  // namespace
 
-Status create(const CreateRequest& req, const Registry& reg) {
-    BLK_TRY_ASSIGN(CreateParams p, parse_create_params(req.options));
-    BLK_TRY_ASSIGN(Layout l, plan_layout(p));
-    const Header h = make_header(p, l);
+namespace {
+
+// What both phases need: the parameters, the layout and the header, checked.
+struct Plan {
+    CreateParams p;
+    Layout l;
+    Header h;
+    std::vector<std::byte> head;  // the serialized header cluster
+};
+
+Result<Plan> plan_create(const FormatCreateContext& ctx) {
+    Plan plan;
+    BLK_TRY_ASSIGN(plan.p, parse_create_params(ctx.options));
+    BLK_TRY_ASSIGN(plan.l, plan_layout(plan.p));
+    plan.h = make_header(plan.p, plan.l);
+    const Header& h = plan.h;
 
     // The header must fit before anything is written: first without the backing file
     // (qemu's "Could not update qcow2 header"), then with it ("Could not assign ...").
-    std::vector<std::byte> head(l.cluster_size);
+    plan.head.resize(plan.l.cluster_size);
     Header plain = h;
     plain.backing_file.clear();
     plain.backing_format.clear();
@@ -448,62 +415,61 @@ Status create(const CreateRequest& req, const Registry& reg) {
         return make_error(ENAMETOOLONG, "Could not update qcow2 header: the data file name is longer than " +
                                             std::to_string(kMaxBackingNameLength) + " bytes");
     }
-    if (!serialize_header(plain, head)) return make_error(ENOSPC, "Could not update qcow2 header: No space left on device");
+    if (!serialize_header(plain, plan.head)) return make_error(ENOSPC, "Could not update qcow2 header: No space left on device");
     if (!h.backing_file.empty()) {
         const std::string what = "Could not assign backing file '" + h.backing_file + "' with format '" + h.backing_format + "'";
         if (h.backing_file.size() > kMaxBackingNameLength) return make_error(EINVAL, what + ": Invalid argument");
-        if (!serialize_header(h, head)) return make_error(ENOSPC, what + ": No space left on device");
+        if (!serialize_header(h, plan.head)) return make_error(ENOSPC, what + ": No space left on device");
     }
+    return plan;
+}
 
-    // The data file is named as qemu names it: relative to the working directory.
-    const std::string data_path = p.data_file;
-    if (!data_path.empty()) {
-        BLK_TRY(create_protocol(text_opt(req.options, "data_file"), reg));
-        if (same_file(data_path, req.filename)) {
-            return make_error(EINVAL, "The data file '" + data_path + "' is the image file itself");
-        }
-        if (!p.backing_file.empty()) {
-            auto backing = resolve_backing_name(req.filename, p.backing_file);
-            if (backing && same_file(data_path, *backing)) {
-                return make_error(EINVAL, "The data file '" + data_path + "' is the backing file");
-            }
-        }
+}  // namespace
+
+Status check_create(const FormatCreateContext& ctx) {
+    BLK_TRY_ASSIGN(Plan plan, plan_create(ctx));
+    if (!plan.p.data_file.empty() && ctx.check_extra_file) {
+        BLK_TRY(ctx.check_extra_file(text_opt(ctx.options, "data_file"), "data file"));
     }
-    Json protocol_opts = Json::object();
-    for (const char* key : {"nocow", "extent_size_hint"})
-        if (req.options.contains(key)) protocol_opts[key] = req.options[key];
+    return {};
+}
 
-    CreatedFiles created;
-    BLK_TRY_ASSIGN(std::shared_ptr<Node> file, create_host_file(req.filename, protocol_opts, reg, created, req.incomplete));
+Status create(Node& file, const FormatCreateContext& ctx) {
+    BLK_TRY_ASSIGN(Plan plan, plan_create(ctx));
+    const CreateParams& p = plan.p;
+    const Layout& l = plan.l;
+    std::vector<std::byte>& head = plan.head;
+
     // Born flagged: the corrupt bit in the header (qemu refuses the image read-write, `info`
     // says "corrupt: true") only where the file also carries our mark, which is what lets
     // our own read-write open tell the flag from real corruption.
-    if (req.incomplete && h.version >= 3 && file->incomplete()) {
-        Header flagged = h;
+    if (ctx.incomplete && plan.h.version >= 3 && file.incomplete()) {
+        Header flagged = plan.h;
         flagged.incompatible |= kIncompatCorrupt;
         if (!serialize_header(flagged, head)) return make_error(ENOSPC, "Could not update qcow2 header: No space left on device");
     }
+    // The data file is named as qemu names it: relative to the working directory.
     std::shared_ptr<Node> data;
-    if (!data_path.empty()) {
-        BLK_TRY_ASSIGN(data, create_host_file(data_path, protocol_opts, reg, created));
+    if (!p.data_file.empty()) {
+        if (!ctx.create_extra_file) return make_error(ENOTSUP, "An external data file cannot be created here");
+        BLK_TRY_ASSIGN(data, ctx.create_extra_file(text_opt(ctx.options, "data_file")));
     }
 
     // Metadata first and flushed, the header last: until it is written the file is no
     // qcow2 image at all, so an interrupted create never leaves one that looks whole.
-    if (l.interleaved) BLK_TRY(grow(*file, l.file_size, Prealloc::Off));
-    else BLK_TRY(grow(*file, l.metadata_end, Prealloc::Off));
-    BLK_TRY(write_metadata(*file, p, l));
-    if (l.internal_data && !l.interleaved) BLK_TRY(grow(*file, l.file_size, p.prealloc));
-    if (l.tail_zero_bytes && l.internal_data) BLK_TRY(write_zeroes_at(*file, l.tail_zero_offset, l.tail_zero_bytes));
+    if (l.interleaved) BLK_TRY(grow(file, l.file_size, Prealloc::Off));
+    else BLK_TRY(grow(file, l.metadata_end, Prealloc::Off));
+    BLK_TRY(write_metadata(file, p, l));
+    if (l.internal_data && !l.interleaved) BLK_TRY(grow(file, l.file_size, p.prealloc));
+    if (l.tail_zero_bytes && l.internal_data) BLK_TRY(write_zeroes_at(file, l.tail_zero_offset, l.tail_zero_bytes));
     if (data) {
         BLK_TRY(grow(*data, l.data_file_size, p.prealloc));
         if (l.tail_zero_bytes) BLK_TRY(write_zeroes_at(*data, l.tail_zero_offset, l.tail_zero_bytes));
         BLK_TRY(data->flush());
     }
-    BLK_TRY(file->flush());
-    BLK_TRY(file->write(0, head));
-    BLK_TRY(file->flush());
-    created.dismiss();
+    BLK_TRY(file.flush());
+    BLK_TRY(file.write(0, head));
+    BLK_TRY(file.flush());
     return {};
 }
 

@@ -14,10 +14,12 @@ namespace blk::qcow2 {
 // The create options qemu-img 7.2 has for qcow2, in qemu's order (the Formatting line's).
 const Schema& create_schema();
 
-// DriverSpec::create for qcow2: checks everything before touching the disk, creates the
-// file (and the external data file) through the file protocol, writes the image with the
-// header last, and removes what it created if anything fails.
-Status create(const CreateRequest& req, const Registry& reg);
+// DriverSpec::check_create for qcow2: qemu's option checks, the layout's limits, whether the
+// header fits, and the data file's name.
+Status check_create(const FormatCreateContext& ctx);
+// DriverSpec::create for qcow2: writes the image into `file` (and the external data file,
+// which it gets from ctx.create_extra_file), metadata first and the header last.
+Status create(Node& file, const FormatCreateContext& ctx);
 
 // What the options ask for, after qemu's checks.
 struct CreateParams {

@@ -447,6 +447,7 @@ DriverSpec qcow2_driver() {
     };
     d.open = qcow2::open_qcow2;
     d.create_options = qcow2::create_schema();
+    d.check_create = qcow2::check_create;
     d.create = qcow2::create;
     return d;
 }

@@ -50,6 +50,49 @@ struct CreateRequest {
     bool incomplete = false;
 };
 
+// What a format's create receives besides its protocol node. This is the contract every
+// format that creates images implements (qcow2 and raw today; vmdk, vhdx, vpc, vdi and qed
+// next). create_image() runs a create in this order:
+//   1. parses and types the -o options against the format's and then the protocol's schema,
+//      checks the size and the backing file, calls CreateRequest::on_ready (the
+//      "Formatting ..." line);
+//   2. DriverSpec::check_create(ctx): the format's checks, no I/O;
+//   3. the protocol's create_file, with the protocol's own options (those the format does
+//      not declare itself: nocow, extent_size_hint, and preallocation for raw) and size 0,
+//      or the image size when create_file_is_image; then opens the file read-write with
+//      its locks as a protocol Node;
+//   4. DriverSpec::create(file, ctx): the format writes its metadata through Node I/O
+//      (write, write_zeroes, truncate, flush) and nothing else: no host paths, no fds, no
+//      protocol calls. Further files (qcow2's external data file, vmdk's extents) come from
+//      ctx.create_extra_file, created the same way and opened the same way;
+//   5. on any failure, the core removes every file steps 3 and 4 made (an existing file
+//      that was overwritten keeps its name), and maps EFBIG to qemu's "The image size is
+//      too large for file format 'FMT'".
+// Because the format sees only nodes, its create runs as well on any node: a unit test
+// creates a qcow2 image in memory with no host file at all. A format writes its header
+// (whatever makes the file recognisable) last, after a flush, so an interrupted create
+// never leaves a file that looks whole.
+struct FormatCreateContext {
+    Json options = Json::object();  // typed as described at DriverSpec::create_options
+    const Registry* registry = nullptr;
+    const ObjectStore* objects = nullptr;
+    // The image's name without protocol prefix: what relative names (backing file, extent
+    // files) are resolved against. Informational: the format never opens it.
+    std::string filename;
+    // The image is born flagged incomplete (CreateRequest::incomplete); the protocol file
+    // already carries the flag where the node says so (Node::incomplete()).
+    bool incomplete = false;
+    // Checks, before anything is created, a name the format will create as an extra file
+    // (`what`: "data file"): a protocol we can create on, neither the image itself nor the
+    // backing file. Null: nothing to check against (no host files involved).
+    std::function<Status(const std::string& name, const std::string& what)> check_extra_file;
+    // Creates (or empties) the extra file `name` as given by the user (relative to the
+    // working directory, "file:" allowed) with the image's protocol options and size 0,
+    // and opens it read-write as a protocol node. Removed again if the create fails.
+    // Null: extra files cannot be made here (ENOTSUP).
+    std::function<Result<std::shared_ptr<Node>>(const std::string& name)> create_extra_file;
+};
+
 struct DriverSpec {
     std::string name;  // qemu's name: "qcow2", "raw", "file", "null-co", ...
     DriverKind kind = DriverKind::Format;
@@ -67,12 +110,30 @@ struct DriverSpec {
     std::function<Result<std::shared_ptr<Node>>(const Json& opts)> make_filter;
     // Image creation: the -o keys the driver takes, in qemu's order (they drive parsing, -o
     // help, the Formatting line and completions; OptSpec::default_value is qemu's default
-    // shown in the Formatting line) and the function that writes a new image. Null for
-    // drivers that cannot create images. create_image() hands the function options that are
-    // checked and typed: booleans as JSON booleans, sizes and numbers as JSON numbers, and
-    // "size" always set; the function checks enum values and everything format-specific.
+    // shown in the Formatting line). create_image() checks and types them (booleans as JSON
+    // booleans, sizes and numbers as JSON numbers, "size" always set) before any of the
+    // functions below sees them. See FormatCreateContext for how a create runs.
     Schema create_options;
-    std::function<Status(const CreateRequest& req, const Registry& reg)> create;
+    // Protocols: makes (or empties) the host object req.filename names (no "file:" prefix),
+    // sized and preallocated as req.options ask. Returns true when it made a new object,
+    // false when it reused one that was there (a file overwritten in place). It cleans up
+    // after its own failure; after a later failure the core removes a new object with
+    // delete_file.
+    std::function<Result<bool>(const CreateRequest& req)> create_file;
+    std::function<Status(const std::string& filename)> delete_file;
+    // Formats: true when the protocol file is the image's data (raw): the core creates it at
+    // the image size with the protocol's preallocation. False: it is created empty, and the
+    // format lays out and sizes it.
+    bool create_file_is_image = false;
+    // Formats: qemu's option checks, in qemu's order and words, and anything else that can
+    // fail without I/O (sizes too large: EFBIG). Runs before anything is created, so an
+    // existing file the create would overwrite is untouched when it fails. May be null.
+    std::function<Status(const FormatCreateContext& ctx)> check_create;
+    // Formats: writes a new image into `file`, the opened protocol node (read-write, locked).
+    std::function<Status(Node& file, const FormatCreateContext& ctx)> create;
+
+    // Whether images (or, for protocols, files) can be created with this driver.
+    bool can_create() const { return kind == DriverKind::Protocol ? static_cast<bool>(create_file) : static_cast<bool>(create); }
 };
 
 // The set of drivers, found by name.
@@ -201,9 +262,13 @@ Result<Graph> open_image(const ImageSpec& spec, const OpenFlags& flags,
 // schema ("Invalid parameter 'KEY'") and their values as qemu's QemuOpts parses them, the size
 // (given once, or taken from the backing file), the backing file (opened read-only unless
 // !open_backing; a backing format is required, as in qemu 6.1+), then req.on_ready, then the
-// format's create. An EFBIG from the driver becomes qemu's "The image size is too large for
-// file format 'FMT'". Prints nothing; error messages carry no filename prefix.
+// steps described at FormatCreateContext. A protocol named as the format (-f file) creates
+// just the file. Prints nothing; error messages carry no filename prefix.
 Status create_image(const CreateRequest& req, const Registry& reg = Registry::builtin());
+
+// create_image's option checks alone (keys, value types, size, backing file, protocol),
+// creating nothing and calling neither on_ready nor the format's checks.
+Status check_create_request(const CreateRequest& req, const Registry& reg = Registry::builtin());
 
 // The protocol driver for a new image's filename, as qemu finds it: "proto:rest" with the
 // colon before any '/' names a protocol ("Unknown protocol 'proto'" unless it is one we can
