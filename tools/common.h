@@ -1,6 +1,7 @@
 // Shared CLI pieces: image-spec flags, opening, error printing and exit codes.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,9 @@ struct ImageArgs {
     bool cache_direct = false;       // a cache mode with O_DIRECT (-T none)
     bool cache_no_flush = false;     // cache=unsafe: flushes do not reach the disk
     bool writable = false;           // open the image read-write (its backing files stay read-only)
+    // Set: a backing file that cannot be opened is handed here and its overlay opens without
+    // it (blk::OpenFlags::on_backing_error); unset, it fails the open.
+    std::function<void(const blk::BackingError&)> on_backing_error{};
 };
 
 // Adds -f/--format, --image-opts, --object, -U/--force-share and the positional filename.
