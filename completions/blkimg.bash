@@ -66,7 +66,7 @@ _blkimg() {
         graph) opts="$common" ;;
         info) opts="$common --backing-chain" ;;
         map) opts="$common -s --start-offset -l --max-length" ;;
-        check) opts="$common -T --cache -r --repair -q --quiet" ;;
+        check) opts="$common -T --cache -r --repair -q --quiet --chain" ;;
         commit) opts="-f --format --image-opts --object -t --cache -b --base -d --drop -r --rate-limit -p --progress
             -q --quiet -h --help" ;;
         compare) opts="-f --a-format -F --b-format --image-opts --object -T --cache -s --strict -U --force-share

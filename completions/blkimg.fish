@@ -50,6 +50,7 @@ set -l ck '__fish_seen_subcommand_from check'
 complete -c blkimg -n $ck -s T -l cache -x -a 'none off writeback writethrough directsync unsafe' -d 'cache mode'
 complete -c blkimg -n $ck -s r -l repair -x -a 'leaks all' -d 'repair leaks, or all errors (read-write)'
 complete -c blkimg -n $ck -s q -l quiet -d 'print nothing but errors'
+complete -c blkimg -n $ck -l chain -d 'check every image of the backing chain (not with -r)'
 # commit
 set -l cmt '__fish_seen_subcommand_from commit'
 complete -c blkimg -n $cmt -s f -l format -x -a '(__blkimg_drivers)' -d 'image format'

@@ -1,9 +1,12 @@
 // blkimg check: a consistency check of an image's metadata and its repair with -r (qemu-img
 // check compatible: report lines, summary, JSON and exit codes).
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "blk/check.h"
 #include "common.h"
@@ -47,10 +50,7 @@ void print_human(const blk::CheckResult& r) {
 }
 
 // qemu-img's ImageCheck: every counter but check-errors is left out when it is zero.
-std::string json_result(const blk::CheckResult& r, const std::string& filename) {
-    blk::Json j = blk::Json::object();
-    j["filename"] = filename;
-    j["format"] = "qcow2";
+void add_check_fields(blk::Json& j, const blk::CheckResult& r) {
     j["check-errors"] = r.check_errors;
     if (r.image_end_offset) j["image-end-offset"] = r.image_end_offset;
     if (r.corruptions) j["corruptions"] = r.corruptions;
@@ -61,7 +61,190 @@ std::string json_result(const blk::CheckResult& r, const std::string& filename) 
     if (r.compressed_clusters) j["compressed-clusters"] = r.compressed_clusters;
     if (r.corruptions_fixed) j["corruptions-fixed"] = r.corruptions_fixed;
     if (r.leaks_fixed) j["leaks-fixed"] = r.leaks_fixed;
+}
+
+std::string json_result(const blk::CheckResult& r, const std::string& filename) {
+    blk::Json j = blk::Json::object();
+    j["filename"] = filename;
+    j["format"] = "qcow2";
+    add_check_fields(j, r);
     return qemu_pretty_json(j) + "\n";
+}
+
+// The exit code of one finished check.
+int check_exit(const blk::CheckResult& r) {
+    if (r.check_errors) return kExitNotCompleted;
+    if (r.corruptions) return kExitCorrupt;
+    if (r.leaks) return kExitLeaks;
+    return kExitClean;
+}
+
+// --chain: how bad a layer's exit code is. A check that could not be completed says least
+// about the image, so it ranks worst; then corruption, then leaks (harmless to data), then
+// clean. A format without checks counts as clean (it has no metadata to check).
+int severity(int exit_code) {
+    switch (exit_code) {
+    case kExitNotCompleted: return 3;
+    case kExitCorrupt: return 2;
+    case kExitLeaks: return 1;
+    default: return 0;
+    }
+}
+
+const char* verdict(int exit_code) {
+    switch (exit_code) {
+    case kExitClean: return "no errors";
+    case kExitNotCompleted: return "check not completed";
+    case kExitCorrupt: return "corruptions";
+    case kExitLeaks: return "leaked clusters only";
+    default: return "no image with checks";
+    }
+}
+
+// One layer of check --chain: what its own check found and what the chain says about it.
+struct LayerReport {
+    std::string filename;
+    std::string format;  // "" when the layer could not be opened and records no format
+    unsigned depth = 0;
+    std::optional<blk::CheckResult> result;  // set when the check ran
+    bool no_checks = false;                  // a format without checks (raw)
+    std::string note;                        // why the layer has no check counters
+    std::vector<std::string> errors;         // chain errors: they make the layer's exit 1
+    std::vector<std::string> warnings;       // chain warnings: reported, exit unchanged
+    int exit_code = kExitClean;
+};
+
+// What backing_error says about `overlay` (named `overlay_name`), as a chain error of the
+// overlay (a loop, too deep) or as a layer of its own that could not be opened.
+void report_backing_error(const blk::BackingError& e, const std::string& overlay_name, LayerReport& overlay,
+                          std::vector<LayerReport>& layers) {
+    if (e.kind != blk::BackingError::Kind::Open) {
+        overlay.errors.push_back("backing file '" + e.name + "' of '" + overlay_name + "': " + e.error.message);
+        overlay.exit_code = kExitNotCompleted;
+        return;
+    }
+    LayerReport broken;
+    broken.filename = e.name;
+    broken.format = e.format;
+    broken.depth = overlay.depth + 1;
+    broken.note = "the image could not be opened";
+    broken.errors.push_back("backing file '" + e.name + "' of '" + overlay_name + "' cannot be opened: " + e.error.message);
+    broken.exit_code = kExitNotCompleted;
+    layers.push_back(std::move(broken));
+}
+
+// One report per image of the chain, top first; the exit code is the worst layer's.
+int check_chain(ImageArgs args, const std::string& output, bool quiet) {
+    std::vector<blk::BackingError> failures;
+    args.on_backing_error = [&](const blk::BackingError& e) { failures.push_back(e); };
+    // The whole chain is opened once, read-only, as one graph (as info --backing-chain):
+    // the opener resolves each backing name from its overlay's directory, refuses loops and
+    // caps the depth; a backing file it cannot open is handed back here and its overlay
+    // opens without it, so the layers above are still checked.
+    auto g = open_image_args(args, true);
+    if (!g) {
+        print_error(g.error().message);
+        return kExitNotCompleted;
+    }
+    std::vector<LayerReport> layers;
+    std::vector<std::vector<std::string>> stderr_lines;
+    unsigned depth = 0;
+    // Walked by role: backing_chain_next follows the cow edge and passes over filters.
+    for (blk::Node* layer = g->root.get(); layer; layer = blk::backing_chain_next(layer), ++depth) {
+        blk::Node* image = blk::skip_filters(layer);
+        LayerReport rep;
+        rep.depth = depth;
+        rep.filename = depth == 0 ? args.filename : image->filename();
+        rep.format = image->driver_name();
+        auto r = blk::check_image(layer);
+        if (r) {
+            rep.exit_code = check_exit(*r);
+            rep.result = std::move(*r);
+        } else if (r.error().code == ENOTSUP) {
+            rep.no_checks = true;
+            rep.note = "format '" + rep.format + "' has no checks (counted as clean)";
+        } else {
+            rep.note = r.error().message;
+            rep.exit_code = kExitNotCompleted;
+        }
+        const std::string backing = image->backing_file_name();
+        blk::Node* next = blk::backing_chain_next(layer);
+        if (!backing.empty() && image->backing_format().empty() && !blk::is_json_filename(backing)) {
+            rep.warnings.push_back("'" + rep.filename + "' does not record the format of its backing file '" + backing +
+                                   "': it is probed (unsafe; set it with rebase -u -F)");
+        }
+        if (next && image->size() < next->size()) {
+            rep.warnings.push_back("'" + rep.filename + "' (" + std::to_string(image->size()) +
+                                   " bytes) is smaller than its backing file '" + next->filename() + "' (" +
+                                   std::to_string(next->size()) + " bytes): the guest sees only the first " +
+                                   std::to_string(image->size()) + " bytes of it");
+        }
+        layers.push_back(std::move(rep));
+        if (!next) {
+            // The overlay's failure, if its backing file could not be had (the last report
+            // for this node: it was still being opened when it was made).
+            for (auto it = failures.rbegin(); it != failures.rend(); ++it) {
+                if (it->overlay != image) continue;
+                const std::string name = layers.back().filename;
+                report_backing_error(*it, name, layers.back(), layers);
+                break;
+            }
+        }
+    }
+    // -- output --
+    int worst = kExitClean;
+    bool any_checked = false;
+    for (const LayerReport& l : layers) {
+        if (!l.no_checks) any_checked = true;
+        if (severity(l.exit_code) > severity(worst)) worst = l.exit_code;
+    }
+    if (!any_checked) worst = kExitNoChecks;
+    if (!quiet && output == "json") {
+        blk::Json arr = blk::Json::array();
+        for (const LayerReport& l : layers) {
+            blk::Json j = blk::Json::object();
+            j["filename"] = l.filename;
+            j["format"] = l.format;
+            j["depth"] = l.depth;
+            if (l.result) add_check_fields(j, *l.result);
+            j["exit-code"] = l.exit_code;
+            if (!l.note.empty()) j["note"] = l.note;
+            j["chain-errors"] = l.errors;
+            j["chain-warnings"] = l.warnings;
+            arr.push_back(std::move(j));
+        }
+        for (const LayerReport& l : layers)
+            if (l.result)
+                for (const std::string& line : l.result->lines) std::fprintf(stderr, "%s\n", line.c_str());
+        std::fflush(stderr);
+        std::printf("%s\n", qemu_pretty_json(arr).c_str());
+        return worst;
+    }
+    for (size_t i = 0; i < layers.size(); ++i) {
+        const LayerReport& l = layers[i];
+        // The walker's report lines go to stderr as in a plain check, each layer's right
+        // after its header.
+        if (!quiet) {
+            std::printf("%sChecking image '%s' (layer %u, format %s):\n", i ? "\n" : "", l.filename.c_str(), l.depth,
+                        l.format.empty() ? "unknown" : l.format.c_str());
+            std::fflush(stdout);
+        }
+        if (l.result) {
+            for (const std::string& line : l.result->lines) std::fprintf(stderr, "%s\n", line.c_str());
+            std::fflush(stderr);
+        }
+        if (quiet) continue;
+        if (l.result) print_human(*l.result);
+        if (!l.note.empty()) std::printf("%s: %s\n", l.no_checks ? "Not checked" : "Check not completed", l.note.c_str());
+        for (const std::string& e : l.errors) std::printf("Chain error: %s\n", e.c_str());
+        for (const std::string& w : l.warnings) std::printf("Chain warning: %s\n", w.c_str());
+        std::fflush(stdout);
+    }
+    if (!quiet) {
+        std::printf("\nBacking chain of '%s': %zu images, worst result: %s (exit %d)\n", args.filename.c_str(),
+                    layers.size(), verdict(worst), worst);
+    }
+    return worst;
 }
 
 }  // namespace
@@ -73,15 +256,23 @@ int cmd_check(int argc, char** argv) {
                  prog_name() + " check");
     ImageArgs args;
     std::string cache, output = "human", repair;
-    bool quiet = false;
+    bool quiet = false, chain = false;
     add_image_flags(app, args);
     app.add_option("-T,--cache", cache, "cache mode (none, off, directsync: O_DIRECT)")->type_name("CACHE");
     app.add_option("-r,--repair", repair, "repair: 'leaks' frees leaked clusters, 'all' also fixes refcounts, COPIED flags and rebuilds the refcount structure")->type_name("leaks|all");
     app.add_flag("-q,--quiet", quiet, "print nothing but errors (the exit status tells the verdict)");
     add_output_flag(app, output);
+    app.add_flag("--chain", chain,
+                 "check every image of the backing chain, top first: one report per image plus chain findings "
+                 "(backing file missing or unopenable, loop, backing format not recorded, overlay smaller than "
+                 "its backing); exit status the worst layer's (1 > 2 > 3 > 0); not with -r");
     if (int rc = parse_cli(app, argc, argv); rc >= 0) return rc;
     if (int rc = check_one_filename(app); rc >= 0) return rc;
     if (!check_output(output)) return 1;
+    if (chain && !repair.empty()) {
+        print_error("--chain cannot be used with -r: repair one image at a time (check --chain never writes)");
+        return 1;
+    }
     if (!repair.empty()) {
         if (repair != "leaks" && repair != "all") {
             return usage_error("Unknown option value for -r (expecting 'leaks' or 'all'): " + repair);
@@ -99,6 +290,7 @@ int cmd_check(int argc, char** argv) {
         }
         args.cache_direct = cache_mode_direct(cache);
     }
+    if (chain) return check_chain(args, output, quiet);
     const blk::Repair mode = repair.empty() ? blk::Repair::None : repair == "leaks" ? blk::Repair::Leaks : blk::Repair::All;
     // qemu-img check -r opens the image read-write at once, so any holder of the image fails
     // its "write" permission first: its two-line message, whether the read-only open or the

@@ -63,6 +63,7 @@ blk::Result<blk::Graph> open_image_args(const ImageArgs& args, bool open_backing
     flags.cache_direct = args.cache_direct;
     flags.cache_no_flush = args.cache_no_flush;
     flags.discard_unmap = args.discard_unmap;
+    flags.on_backing_error = args.on_backing_error;
     auto g = blk::open_image(blk::ImageSpec{args.filename, args.format, args.image_opts}, flags, &objects);
     if (!g) {
         blk::Error e = std::move(g).error();

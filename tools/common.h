@@ -1,6 +1,7 @@
 // Shared CLI pieces: image-spec flags, opening, error printing and exit codes.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,9 @@ struct ImageArgs {
     bool cache_no_flush = false;     // cache=unsafe: flushes do not reach the disk
     bool writable = false;           // open the image read-write (its backing files stay read-only)
     bool discard_unmap = false;      // every node's discard option defaults to unmap (qemu's BDRV_O_UNMAP)
+    // Set: a backing file that cannot be opened is handed here and its overlay opens without
+    // it (blk::OpenFlags::on_backing_error); unset, it fails the open.
+    std::function<void(const blk::BackingError&)> on_backing_error{};
 };
 
 // Adds -f/--format, --image-opts, --object, -U/--force-share and the positional filename.

@@ -157,6 +157,13 @@ Result<std::shared_ptr<Node>> OpenContext::open_backing(Node& parent, const Json
                                                         const std::string& overlay_filename) {
     Json bopts;
     std::string label;
+    // With on_backing_error, a backing file that cannot be had is reported and the overlay
+    // opens without one.
+    auto give_up = [&](BackingError::Kind kind, Error e) -> Result<std::shared_ptr<Node>> {
+        if (!flags_.on_backing_error) return e;
+        flags_.on_backing_error(BackingError{kind, &parent, label, format, std::move(e)});
+        return std::shared_ptr<Node>();
+    };
     if (parent_opts.contains("backing")) {
         const Json& b = parent_opts["backing"];
         if (b.is_null() || (b.is_string() && b.get<std::string>().empty())) return std::shared_ptr<Node>();
@@ -166,10 +173,15 @@ Result<std::shared_ptr<Node>> OpenContext::open_backing(Node& parent, const Json
     } else {
         if (name.empty() || !flags_.open_backing) return std::shared_ptr<Node>();
         if (is_json_filename(name)) {
-            BLK_TRY_ASSIGN(bopts, parse_json_filename(name).context("backing file name '" + name + "'"));
             label = name;
+            auto parsed = parse_json_filename(name).context("backing file name '" + name + "'");
+            if (!parsed) return give_up(BackingError::Kind::Open, std::move(parsed).error());
+            bopts = std::move(*parsed);
         } else {
-            BLK_TRY_ASSIGN(std::string path, resolve_backing_name(overlay_filename, name));
+            label = name;
+            auto resolved = resolve_backing_name(overlay_filename, name);
+            if (!resolved) return give_up(BackingError::Kind::Open, std::move(resolved).error());
+            const std::string path = std::move(*resolved);
             bopts = Json::object();
             if (!format.empty()) bopts["driver"] = format;
             bopts["file"] = Json{{"driver", "file"}, {"filename", path}};
@@ -179,12 +191,11 @@ Result<std::shared_ptr<Node>> OpenContext::open_backing(Node& parent, const Json
     bopts = with_parent_cache(parent_opts, std::move(bopts));
     std::string own = chain_key(overlay_filename);
     std::string key = chain_key(label);
-    if (key == own) return make_error(ELOOP, "Backing file '" + label + "' creates an infinite loop.");
-    for (const std::string& k : chain_) {
-        if (k == key) return make_error(ELOOP, "Backing file '" + label + "' creates an infinite loop.");
-    }
+    const bool loops = key == own || std::find(chain_.begin(), chain_.end(), key) != chain_.end();
+    if (loops) return give_up(BackingError::Kind::Loop, make_error(ELOOP, "Backing file '" + label + "' creates an infinite loop."));
     if (chain_.size() + 1 >= flags_.max_chain_depth) {
-        return make_error(ELOOP, "backing chain deeper than " + std::to_string(flags_.max_chain_depth) + " images");
+        return give_up(BackingError::Kind::Depth,
+                       make_error(ELOOP, "backing chain deeper than " + std::to_string(flags_.max_chain_depth) + " images"));
     }
     chain_.push_back(own);
     // A backing file is only ever read, whatever the overlay's mode (as qemu opens it).
@@ -193,7 +204,7 @@ Result<std::shared_ptr<Node>> OpenContext::open_backing(Node& parent, const Json
     auto child = open(bopts);
     flags_.read_only = overlay_read_only;
     chain_.pop_back();
-    if (!child) return std::move(child).error().with_context("Could not open backing file '" + label + "'");
+    if (!child) return give_up(BackingError::Kind::Open, std::move(child).error().with_context("Could not open backing file '" + label + "'"));
     BLK_TRY(parent.attach_child("backing", *child, kRoleCow));
     return *child;
 }

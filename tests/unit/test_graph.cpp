@@ -929,4 +929,51 @@ TEST_CASE("capabilities: a filter takes its child's at every edit, and the core 
     Capabilities back = rw;
     back.backing = false;
     CHECK((*pf)->caps() == back);
+TEST_CASE("on_backing_error: a missing backing file is handed back and its overlay opens without it") {
+    TempDir dir;
+    const std::string base = dir / "base.qcow2", top = dir / "top.qcow2";
+    make_chain(base, top, 1 << 20);
+    REQUIRE(std::remove(base.c_str()) == 0);
+    CHECK_FALSE(open_image(ImageSpec{top, "qcow2", false}, OpenFlags{}));
+    std::vector<BackingError> errors;
+    OpenFlags fl;
+    fl.on_backing_error = [&](const BackingError& e) { errors.push_back(e); };
+    auto g = open_image(ImageSpec{top, "qcow2", false}, fl);
+    REQUIRE(g);
+    CHECK(backing_chain_next(g->root.get()) == nullptr);
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0].kind == BackingError::Kind::Open);
+    CHECK(errors[0].overlay == g->root.get());
+    CHECK(errors[0].name == base);
+    CHECK(errors[0].format == "qcow2");
+    CHECK(errors[0].error.code == ENOENT);
+}
+
+TEST_CASE("on_backing_error: a loop is handed back as a loop on the image that closes it") {
+    TempDir dir;
+    const std::string base = dir / "base.qcow2", top = dir / "top.qcow2";
+    make_chain(base, top, 1 << 20);
+    // base names top: a loop two images long.
+    CreateRequest req;
+    req.format = "qcow2";
+    req.filename = base;
+    req.size = 1 << 20;
+    req.backing_file = "top.qcow2";
+    req.backing_format = "qcow2";
+    req.open_backing = false;
+    REQUIRE(create_image(req));
+    auto plain = open_image(ImageSpec{top, "qcow2", false}, OpenFlags{});
+    REQUIRE_FALSE(plain);
+    CHECK(plain.error().code == ELOOP);
+    std::vector<BackingError> errors;
+    OpenFlags fl;
+    fl.on_backing_error = [&](const BackingError& e) { errors.push_back(e); };
+    auto g = open_image(ImageSpec{top, "qcow2", false}, fl);
+    REQUIRE(g);
+    Node* b = backing_chain_next(g->root.get());
+    REQUIRE(b);
+    CHECK(backing_chain_next(b) == nullptr);
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0].kind == BackingError::Kind::Loop);
+    CHECK(errors[0].overlay == b);
 }

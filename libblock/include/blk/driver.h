@@ -157,6 +157,21 @@ struct ObjectStore {
     Status add(std::string_view spec);
 };
 
+// A backing file the opener could not open, handed to OpenFlags::on_backing_error instead of
+// failing the whole open (blkimg check --chain reports it and checks the layers above).
+struct BackingError {
+    enum class Kind {
+        Open,   // the name could not be resolved, or the file not opened as an image
+        Loop,   // the name leads back to an image already in the chain
+        Depth,  // the chain is deeper than max_chain_depth
+    };
+    Kind kind = Kind::Open;
+    const Node* overlay = nullptr;  // the image naming the backing file (still being opened)
+    std::string name;               // the backing file as the opener tried it (path or json:)
+    std::string format;             // the format the overlay records for it ("" if none)
+    Error error;                    // the opener's error, as a failed open would return it
+};
+
 struct OpenFlags {
     bool read_only = true;
     bool force_share = false;     // -U
@@ -179,6 +194,10 @@ struct OpenFlags {
     // (qemu's BDRV_O_UNMAP, which qemu-img sets on convert targets unless -S 0, and on
     // commit). detect-zeroes=unmap needs "unmap".
     bool discard_unmap = false;
+    // Set: a backing file that cannot be opened (missing, unreadable, a loop, too deep) is
+    // reported here and its overlay opens without it, so the rest of the chain still opens.
+    // Unset: such a backing file fails the open.
+    std::function<void(const BackingError&)> on_backing_error{};
 };
 
 // State shared by every node opened for one graph: flags, objects, the chain being opened
