@@ -21,13 +21,22 @@ namespace {
 // as zeroes, as a new file does).
 class GrowNode final : public Node {
 public:
-    GrowNode() : Node("grow-mem", Json::object()) { read_only_ = false; }
+    GrowNode() : Node("grow-mem", Json::object()) {
+        read_only_ = false;
+        refresh_caps();
+    }
     std::vector<std::byte>& data() { return data_; }
-    bool has_zero_init() const override { return true; }
-    bool is_protocol() const override { return true; }
     int flushes = 0;
 
 protected:
+    Capabilities own_caps() const override {
+        Capabilities c;
+        c.flush = true;
+        c.truncate = true;
+        c.zero_init = true;
+        c.protocol = true;
+        return c;
+    }
     Status do_read(uint64_t off, std::span<std::byte> buf) override {
         std::copy_n(data_.begin() + static_cast<std::ptrdiff_t>(off), buf.size(), buf.begin());
         return {};

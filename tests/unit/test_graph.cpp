@@ -929,6 +929,8 @@ TEST_CASE("capabilities: a filter takes its child's at every edit, and the core 
     Capabilities back = rw;
     back.backing = false;
     CHECK((*pf)->caps() == back);
+}
+
 TEST_CASE("on_backing_error: a missing backing file is handed back and its overlay opens without it") {
     TempDir dir;
     const std::string base = dir / "base.qcow2", top = dir / "top.qcow2";
