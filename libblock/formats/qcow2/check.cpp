@@ -882,9 +882,7 @@ private:
 }  // namespace
 
 Result<CheckResult> check_qcow2(Node& file, Repair repair) {
-    const uint64_t head_len = std::min<uint64_t>(file.size(), 1ull << kMaxClusterBits);
-    std::vector<std::byte> head(head_len);
-    BLK_TRY(file.read(0, head));
+    BLK_TRY_ASSIGN(std::vector<std::byte> head, read_header_cluster(file));
     auto h = parse_header(head, file.size());
     if (!h) return std::move(h).error();
     if (repair != Repair::None && file.read_only()) return make_error(EACCES, "the image is open read-only");

@@ -198,8 +198,8 @@ Status Qcow2Node::repair_dirty() {
     }
     // The repair may have moved the refcount table, fixed L1 COPIED flags and cleared the
     // dirty bit: take them from the disk.
-    std::vector<std::byte> head(std::min<uint64_t>(file_->size(), 1ull << kMaxClusterBits));
-    BLK_TRY(file_->read(0, head).context(name_ + ": reading the repaired header"));
+    BLK_TRY_ASSIGN(std::vector<std::byte> head,
+                   read_header_cluster(*file_).context(name_ + ": reading the repaired header"));
     BLK_TRY_ASSIGN(Header fresh, parse_header(head, file_->size()));
     h_.refcount_table_offset = fresh.refcount_table_offset;
     h_.refcount_table_clusters = fresh.refcount_table_clusters;
@@ -367,20 +367,26 @@ Status Qcow2Node::load_bitmaps() {
     return {};
 }
 
+Result<std::vector<std::byte>> read_header_cluster(Node& file) {
+    std::vector<std::byte> head(std::min<uint64_t>(file.size(), kProbeHeadBytes));
+    BLK_TRY(file.read(0, head));
+    if (head.size() >= 24) {
+        const uint32_t cb = load_be32(head.data() + 20);
+        if (cb >= kMinClusterBits && cb <= kMaxClusterBits && (1ull << cb) > head.size() && file.size() > head.size()) {
+            const size_t have = head.size();
+            head.resize(std::min<uint64_t>(file.size(), 1ull << cb));
+            BLK_TRY(file.read(have, std::span(head).subspan(have)));
+        }
+    }
+    return head;
+}
+
 namespace {
 
 Result<std::shared_ptr<Node>> open_qcow2(OpenContext& ctx, const Json& opts) {
     BLK_TRY_ASSIGN(std::shared_ptr<Node> file, ctx.open_child_unattached(opts, "file", true));
     const std::string name = file->filename();
-    std::vector<std::byte> head(std::min<uint64_t>(file->size(), kProbeHeadBytes));
-    BLK_TRY(file->read(0, head).context(name));
-    if (head.size() >= 24) {
-        const uint32_t cb = load_be32(head.data() + 20);
-        if (cb >= kMinClusterBits && cb <= kMaxClusterBits && (1ull << cb) > head.size() && file->size() > head.size()) {
-            head.resize(std::min<uint64_t>(file->size(), 1ull << cb));
-            BLK_TRY(file->read(0, head).context(name));
-        }
-    }
+    BLK_TRY_ASSIGN(std::vector<std::byte> head, read_header_cluster(*file).context(name));
     // Header errors read as qemu's, without the file's name: the caller's "Could not open
     // 'NAME': " already says which image.
     auto h = parse_header(head, file->size());
