@@ -109,3 +109,16 @@ as_nobody() {
     LD_LIBRARY_PATH="$NOBODY_DIR/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
         setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
 }
+
+# wait_lock_on FILE BYTE: waits (up to 30 s) until some process holds a lock covering BYTE of
+# FILE, as a qemu process does once it has opened the image. Matched by FILE's inode, so
+# another test's locks (tests run in parallel) cannot end the wait early.
+wait_lock_on() {
+    local ino
+    ino=$(stat -c %i "$1") || fail "wait_lock_on: no file $1"
+    for _ in $(seq 300); do
+        awk -v ino="$ino" -v b="$2" '{ n = split($6, d, ":"); if (d[n] == ino && $7 <= b && ($8 == "EOF" || $8 >= b)) f = 1 } END { exit !f }' /proc/locks && return 0
+        sleep 0.1
+    done
+    fail "no process took a lock on byte $2 of $1"
+}

@@ -381,7 +381,7 @@ ok "signals remove the temporary file and keep an existing target"
 cp s.raw held.raw
 qemu-io -f raw -c 'sleep 20000' held.raw &
 holder=$!
-for _ in $(seq 50); do grep -q " 101 101\| 100 101" /proc/locks && break; sleep 0.1; done
+wait_lock_on held.raw 101
 expect_fail 1 "^blkimg: held.raw: error while converting raw: Failed to get .* lock" \
     "$BLKIMG" convert r5.raw held.raw
 kill $holder; wait $holder 2>/dev/null || true

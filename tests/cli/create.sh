@@ -230,7 +230,7 @@ qemu-io -f raw -c 'write -P 0x5a 0 64k' busy.raw >/dev/null
 sum=$(md5sum busy.raw)
 qemu-io -f raw -c 'sleep 20000' busy.raw &
 holder=$!
-for _ in $(seq 50); do grep -q " 100 101" /proc/locks && break; sleep 0.1; done
+wait_lock_on busy.raw 101
 for fmt in raw qcow2; do
     expect_fail 1 "busy.raw: .*Failed to get .*lock" "$BLKIMG" create -q -f $fmt busy.raw 2M
 done

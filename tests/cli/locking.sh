@@ -6,7 +6,7 @@ qemu-img create -q -f raw img.raw 1M
 # A writer holds the image (qemu-io opens read-write and keeps it open while sleeping).
 qemu-io -f raw -c 'sleep 20000' img.raw &
 holder=$!
-for _ in $(seq 50); do grep -q " 101 101\| 100 101" /proc/locks && break; sleep 0.1; done
+wait_lock_on img.raw 101
 expect_fail 1 "img\.raw.*Failed to get shared \"write\" lock" "$BLKIMG" info img.raw
 "$BLKIMG" info -U img.raw >/dev/null || fail "-U did not skip the lock check"
 "$BLKIMG" info --image-opts driver=raw,file.filename=img.raw,file.locking=off >/dev/null ||
@@ -35,7 +35,7 @@ ok "writer blocks us, -U and locking=off do not"
 # A read-only holder shares reading with us.
 qemu-io -r -f raw -c 'sleep 20000' img.raw &
 holder=$!
-for _ in $(seq 50); do grep -q " 201 201" /proc/locks && break; sleep 0.1; done
+wait_lock_on img.raw 100
 "$BLKIMG" info img.raw >/dev/null || fail "a read-only holder blocked a read-only open"
 kill "$holder"; wait "$holder" 2>/dev/null || true
 ok "read-only holders share"

@@ -79,7 +79,7 @@ expect_fail 1 "^blkimg: --chain cannot be used with -r" "$BLKIMG" check --chain 
 # A read-only holder (a VM's backing file) does not stop the check: no write lock is asked.
 qemu-io -r -f qcow2 -c 'sleep 20000' base.qcow2 &
 holder=$!
-for _ in $(seq 50); do grep -q " 201 201" /proc/locks && break; sleep 0.1; done
+wait_lock_on base.qcow2 201
 run top.qcow2
 kill "$holder"; wait "$holder" 2>/dev/null || true
 expect_rc 0 "base held read-only by qemu-io"
