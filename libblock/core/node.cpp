@@ -41,7 +41,7 @@ Status Node::write(uint64_t off, std::span<const std::byte> buf) {
     BLK_TRY(check_range(*this, off, buf.size(), "write"));
     if (buf.empty()) return {};
     if (detect_zeroes_ != DetectZeroes::Off && copy_detail::is_zero(buf))
-        return do_write_zeroes(off, buf.size(), detect_zeroes_ == DetectZeroes::Unmap ? kZeroMayUnmap : 0);
+        return do_write_zeroes(off, buf.size(), detect_zeroes_ == DetectZeroes::Unmap ? unsigned{kZeroMayUnmap} : 0u);
     return do_write(off, buf);
 }
 
@@ -49,6 +49,7 @@ Status Node::write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) {
     if (read_only_) return make_error(EACCES, "node '" + driver_ + "' is read-only");
     BLK_TRY(check_range(*this, off, bytes, "write zeroes"));
     if (bytes == 0) return {};
+    if (!zero_unmap_) flags &= ~kZeroMayUnmap;
     if ((flags & kZeroNoFallback) && !caps_.fast_zero)
         return make_error(ENOTSUP, "driver '" + driver_ + "' cannot write zeroes efficiently");
     return do_write_zeroes(off, bytes, flags);
@@ -57,7 +58,7 @@ Status Node::write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) {
 Status Node::discard(uint64_t off, uint64_t bytes) {
     if (read_only_) return make_error(EACCES, "node '" + driver_ + "' is read-only");
     BLK_TRY(check_range(*this, off, bytes, "discard"));
-    if (bytes == 0) return {};
+    if (bytes == 0 || !discard_unmap_) return {};
     return do_discard(off, bytes);
 }
 
@@ -128,6 +129,7 @@ void Node::refresh_caps() {
     Capabilities c = own_caps();
     c.write = !read_only_;
     if (!c.write) c.flush = c.truncate = c.fast_zero = c.discard = c.make_empty = c.write_compressed = false;
+    if (!discard_unmap_) c.discard = false;
     caps_ = c;
 }
 

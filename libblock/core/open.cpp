@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <cstdlib>
+#include <utility>
 #include <vector>
 
 #include "blk/driver.h"
@@ -50,19 +51,49 @@ Json with_parent_cache(const Json& parent, Json child) {
     return child;
 }
 
+// A node's request modes from its options: detect-zeroes and discard (qemu's names and
+// values; `unmap_default` when discard is not given).
+struct Modes {
+    Node::DetectZeroes detect = Node::DetectZeroes::Off;
+    bool unmap = true;
+};
+
+Result<Modes> request_modes(const Json& opts, bool unmap_default) {
+    Modes m;
+    const std::string detect = opts.contains("detect-zeroes") ? opts["detect-zeroes"].get<std::string>() : "off";
+    if (detect == "on") m.detect = Node::DetectZeroes::On;
+    if (detect == "unmap") m.detect = Node::DetectZeroes::Unmap;
+    m.unmap = unmap_default;
+    if (auto d = opts.find("discard"); d != opts.end()) m.unmap = *d == "unmap" || *d == "on";
+    // detect-zeroes=unmap turns zero writes into discards, which discard=ignore forbids:
+    // refused in qemu's words.
+    if (m.detect == Node::DetectZeroes::Unmap && !m.unmap)
+        return make_error(EINVAL, "setting detect-zeroes to unmap is not allowed without setting discard operation to unmap");
+    return m;
+}
+
 }  // namespace
 
 Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
     if (!opts_in.is_object()) return make_error(EINVAL, "block options must be an object");
+    const bool below = depth_ > 0;
+    ++depth_;
+    struct Leave {
+        unsigned& d;
+        ~Leave() { --d; }
+    } leave{depth_};
     Json opts = opts_in;
+    // The file a probe opened, handed to the driver as its "file" child instead of being
+    // opened a second time (open_child_unattached).
+    std::shared_ptr<Node> probed;
     if (!opts.contains("driver")) {
         if (opts.contains("file")) {
             // A format node with no format named: probe the file's first bytes.
             if (!flags_.allow_probe) return make_error(EINVAL, "no format given and probing is not allowed");
             Json probe_opts = opts["file"];
             if (probe_opts.is_string()) return make_error(EINVAL, "node references are not supported; use file.filename=");
-            BLK_TRY_ASSIGN(std::shared_ptr<Node> file, open(with_parent_cache(opts, probe_opts)));
-            BLK_TRY_ASSIGN(std::string fmt, probe_format(reg_, *file, file->filename()));
+            BLK_TRY_ASSIGN(probed, open(with_parent_cache(opts, probe_opts)));
+            BLK_TRY_ASSIGN(std::string fmt, probe_format(reg_, *probed, probed->filename()));
             opts["driver"] = fmt;
         } else if (opts.contains("filename")) {
             opts["driver"] = "file";
@@ -88,17 +119,16 @@ Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
     BLK_TRY_ASSIGN(auto share, opt_bool(opts, "force-share"));
     BLK_TRY_ASSIGN(auto ro, opt_bool(opts, "read-only"));
     BLK_TRY_ASSIGN(auto auto_ro, opt_bool(opts, "auto-read-only"));
-    // detect-zeroes=unmap turns zero writes into discards, which discard=ignore (qemu's
-    // default) forbids: refused in qemu's words.
-    const std::string detect = opts.contains("detect-zeroes") ? opts["detect-zeroes"].get<std::string>() : "off";
-    const std::string discard =
-        opts.contains("discard") ? opts["discard"].get<std::string>() : (flags_.discard_unmap ? "unmap" : "ignore");
-    if (detect == "unmap" && discard != "unmap" && discard != "on")
-        return make_error(EINVAL, "setting detect-zeroes to unmap is not allowed without setting discard operation to unmap");
+    // A node opened below another one (a child, a backing file, the file a probe reads)
+    // defaults to discard=unmap, as qemu's bdrv_inherited_options sets it; the top node
+    // takes the open's default (qemu-img's BDRV_O_UNMAP).
+    BLK_TRY_ASSIGN(const Modes modes, request_modes(opts, below || flags_.discard_unmap));
     const OpenFlags saved = flags_;
     if (share.value_or(false)) flags_.force_share = true;
     if (ro.value_or(false)) flags_.read_only = true;
+    Probed outer = std::exchange(probed_, Probed{probed ? &opts["file"] : nullptr, std::move(probed)});
     auto opened = spec->open(*this, opts);
+    probed_ = Probed{};
     // auto-read-only=on: an image that cannot be opened for writing (no permission, a
     // read-only file system) opens read-only instead, as qemu's.
     if (!opened && auto_ro.value_or(false) && !flags_.read_only &&
@@ -106,13 +136,15 @@ Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
         flags_.read_only = true;
         opened = spec->open(*this, opts);
     }
+    probed_ = std::move(outer);
     flags_.force_share = saved.force_share;
     flags_.read_only = saved.read_only;
     BLK_TRY_ASSIGN(std::shared_ptr<Node> node, std::move(opened));
     // The node's name, once its children are open (qemu names a format node after its file).
     if (auto nn = opts.find("node-name"); nn != opts.end() && nn->is_string())
         BLK_TRY(check_node_name(nn->get<std::string>()));
-    if (detect != "off") node->set_detect_zeroes(detect == "unmap" ? Node::DetectZeroes::Unmap : Node::DetectZeroes::On);
+    node->set_detect_zeroes(modes.detect);
+    node->set_discard_unmap(modes.unmap, modes.unmap || !below);
     std::vector<std::string> strong;
     for (const OptSpec& o : spec->options)
         if (o.strong) strong.push_back(o.name);
@@ -148,6 +180,11 @@ Result<std::shared_ptr<Node>> OpenContext::open_child_unattached(const Json& par
         return make_error(EINVAL, "'" + name + "=" + copts.get<std::string>() +
                                       "': node references are not supported; use " + name + ".filename= or " +
                                       name + ".driver=");
+    }
+    // The very options a probe just opened (same object): the node it opened.
+    if (probed_.node && probed_.opts == &copts) {
+        probed_.opts = nullptr;
+        return std::move(probed_.node);
     }
     return open(with_parent_cache(parent_opts, copts));
 }
@@ -235,7 +272,10 @@ Result<std::shared_ptr<Node>> make_filter_node(const Json& opts, const Registry&
                                           "' is given by the graph edit that inserts it");
     }
     BLK_TRY(validate_options(opts, spec->options, drv, false));
+    BLK_TRY_ASSIGN(const Modes modes, request_modes(opts, true));
     BLK_TRY_ASSIGN(std::shared_ptr<Node> node, spec->make_filter(opts));
+    node->set_detect_zeroes(modes.detect);
+    node->set_discard_unmap(modes.unmap, modes.unmap);
     std::vector<std::string> strong;
     for (const OptSpec& o : spec->options)
         if (o.strong) strong.push_back(o.name);

@@ -150,6 +150,7 @@ int main(int argc, char** argv) {
     }
     blk::OpenFlags flags;
     flags.read_only = false;
+    flags.discard_unmap = true;  // as qemu-io, whose images open with discard=unmap
     auto g = blk::open_image(spec, flags);
     if (!g) die("Could not open '" + spec.filename + "': " + g.error().message);
     blk::Node& n = *g->root;

@@ -711,12 +711,22 @@ struct ZeroCountNode : MemNode {
     ZeroCountNode() : MemNode(65536) {}
     int zero_writes = 0;
     unsigned last_flags = 0;
+    int discards = 0;
 
 protected:
     Status do_write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) override {
         ++zero_writes;
         last_flags = flags;
         return MemNode::do_write_zeroes(off, bytes, flags & ~kZeroNoFallback);
+    }
+    Status do_discard(uint64_t, uint64_t) override {
+        ++discards;
+        return {};
+    }
+    Capabilities own_caps() const override {
+        Capabilities c = MemNode::own_caps();
+        c.discard = true;
+        return c;
     }
 };
 
@@ -739,6 +749,13 @@ Registry test_registry() {
         return std::shared_ptr<Node>(std::make_shared<ZeroCountNode>());
     };
     reg.add(w);
+    DriverSpec p;
+    p.name = "pass";
+    p.kind = DriverKind::Filter;
+    p.options = {{"file", OptType::Child, "the filtered child"}};
+    p.make_filter = [](const Json&) -> Result<std::shared_ptr<Node>> { return std::shared_ptr<Node>(std::make_shared<PassFilter>()); };
+    p.open = open_filter_with(p.make_filter);
+    reg.add(p);
     return reg;
 }
 
@@ -786,6 +803,131 @@ TEST_CASE("detect-zeroes turns all-zero writes into zero writes; unmap needs dis
     auto st = ctx.open(Json{{"driver", "zero-mem"}, {"detect-zeroes", "unmap"}});
     REQUIRE_FALSE(st);
     CHECK(st.error().message == "setting detect-zeroes to unmap is not allowed without setting discard operation to unmap");
+}
+
+TEST_CASE("discard: the top node ignores by default and nodes below unmap; ignore drops discards and a parent's unmap") {
+    const Registry reg = test_registry();
+    OpenFlags fl;
+    fl.read_only = false;
+    auto open = [&](const Json& opts, OpenFlags f) {
+        OpenContext ctx(reg, f);
+        auto n = ctx.open(opts);
+        REQUIRE_MESSAGE(n, (n ? "" : n.error().message));
+        return *n;
+    };
+    auto mem_of = [](const std::shared_ptr<Node>& n) -> ZeroCountNode& {
+        if (auto* z = dynamic_cast<ZeroCountNode*>(n.get())) return *z;
+        return static_cast<ZeroCountNode&>(*n->find_child("file")->node);
+    };
+    SUBCASE("top node, default ignore: discard does nothing, the user's zero write may still unmap") {
+        auto n = open(Json{{"driver", "zero-mem"}}, fl);
+        CHECK_FALSE(n->caps().discard);
+        CHECK(n->discard(0, 4096));
+        CHECK(mem_of(n).discards == 0);
+        REQUIRE(n->write_zeroes(0, 4096, kZeroMayUnmap));
+        CHECK((mem_of(n).last_flags & kZeroMayUnmap) != 0);
+    }
+    SUBCASE("top node with discard=unmap, or an open whose default is unmap (convert targets)") {
+        auto a = open(Json{{"driver", "zero-mem"}, {"discard", "unmap"}}, fl);
+        OpenFlags unmap = fl;
+        unmap.discard_unmap = true;
+        auto b = open(Json{{"driver", "zero-mem"}}, unmap);
+        for (auto& n : {a, b}) {
+            CHECK(n->caps().discard);
+            CHECK(n->discard(0, 4096));
+            CHECK(mem_of(n).discards == 1);
+        }
+        auto off = open(Json{{"driver", "zero-mem"}, {"discard", "off"}}, unmap);  // the option wins
+        CHECK(off->discard(0, 4096));
+        CHECK(mem_of(off).discards == 0);
+    }
+    SUBCASE("a child defaults to unmap: the parent's discards and unmapping zero writes reach it") {
+        auto n = open(Json{{"driver", "pass"}, {"discard", "unmap"}, {"file", {{"driver", "zero-mem"}}}}, fl);
+        CHECK(n->find_child("file")->node->caps().discard);
+        CHECK(n->discard(0, 4096));
+        CHECK(mem_of(n).discards == 1);
+        REQUIRE(n->write_zeroes(0, 4096, kZeroMayUnmap));
+        CHECK((mem_of(n).last_flags & kZeroMayUnmap) != 0);
+        // detect-zeroes=unmap is allowed on the child without naming discard (qemu-img too).
+        CHECK(open(Json{{"driver", "pass"}, {"file", {{"driver", "zero-mem"}, {"detect-zeroes", "unmap"}}}}, fl));
+    }
+    SUBCASE("a child set to ignore: no discard reaches it, its parent's zero writes lose unmap") {
+        auto n = open(Json{{"driver", "pass"}, {"discard", "unmap"}, {"file", {{"driver", "zero-mem"}, {"discard", "ignore"}}}}, fl);
+        CHECK_FALSE(n->find_child("file")->node->caps().discard);
+        CHECK_FALSE(n->caps().discard);  // a filter has its child's capabilities
+        CHECK(n->discard(0, 4096));
+        CHECK(mem_of(n).discards == 0);
+        REQUIRE(n->write_zeroes(0, 4096, kZeroMayUnmap));
+        CHECK(mem_of(n).zero_writes == 1);
+        CHECK((mem_of(n).last_flags & kZeroMayUnmap) == 0);
+        OpenContext ctx(reg, fl);
+        auto bad = ctx.open(Json{{"driver", "pass"}, {"file", {{"driver", "zero-mem"}, {"discard", "ignore"}, {"detect-zeroes", "unmap"}}}});
+        REQUIRE_FALSE(bad);
+        CHECK(bad.error().message == "setting detect-zeroes to unmap is not allowed without setting discard operation to unmap");
+    }
+}
+
+namespace {
+
+int g_count_mem_opens = 0;
+
+// A format that takes any file (its prober always answers) and reads through it.
+struct AnyFmtNode : Node {
+    AnyFmtNode() : Node("any-fmt", Json::object()) {}
+    Status take(std::shared_ptr<Node> f) {
+        size_ = f->size();
+        return attach_child("file", std::move(f), kRoleData | kRoleMetadata | kRolePrimary);
+    }
+
+protected:
+    Status do_read(uint64_t off, std::span<std::byte> buf) override { return children().front().node->read(off, buf); }
+};
+
+Registry probe_registry() {
+    Registry reg;
+    DriverSpec m;
+    m.name = "count-mem";
+    m.kind = DriverKind::Protocol;
+    m.open = [](OpenContext&, const Json&) -> Result<std::shared_ptr<Node>> {
+        ++g_count_mem_opens;
+        auto n = std::make_shared<MemNode>(65536);
+        n->make_read_only();
+        return std::shared_ptr<Node>(n);
+    };
+    reg.add(m);
+    DriverSpec f;
+    f.name = "any-fmt";
+    f.kind = DriverKind::Format;
+    f.options = {{"file", OptType::Child, "the file"}};
+    f.probe = [](std::span<const std::byte>, const std::string&) { return 100; };
+    f.open = [](OpenContext& ctx, const Json& opts) -> Result<std::shared_ptr<Node>> {
+        BLK_TRY_ASSIGN(std::shared_ptr<Node> file, ctx.open_child_unattached(opts, "file", true));
+        auto n = std::make_shared<AnyFmtNode>();
+        BLK_TRY(n->take(std::move(file)));
+        return std::shared_ptr<Node>(n);
+    };
+    reg.add(f);
+    return reg;
+}
+
+}  // namespace
+
+TEST_CASE("probing opens the file once: the probed node becomes the format's file child") {
+    const Registry reg = probe_registry();
+    g_count_mem_opens = 0;
+    OpenContext ctx(reg, OpenFlags{});
+    auto n = ctx.open(Json{{"file", {{"driver", "count-mem"}}}});
+    REQUIRE_MESSAGE(n, (n ? "" : n.error().message));
+    CHECK((*n)->driver_name() == "any-fmt");
+    CHECK(g_count_mem_opens == 1);
+    REQUIRE((*n)->find_child("file"));
+    CHECK((*n)->find_child("file")->node->driver_name() == "mem");  // the MemNode count-mem made
+    std::vector<std::byte> buf(512);
+    CHECK((*n)->read(0, buf));
+    // Named formats open their file once, as before.
+    g_count_mem_opens = 0;
+    CHECK(ctx.open(Json{{"driver", "any-fmt"}, {"file", {{"driver", "count-mem"}}}}));
+    CHECK(g_count_mem_opens == 1);
 }
 
 TEST_CASE("node names follow qemu's rules: a letter first, then letters, digits, '-', '.', '_'; at most 31") {

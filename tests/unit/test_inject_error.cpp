@@ -18,7 +18,8 @@ constexpr uint64_t kSize = 1 << 20;
 
 Result<Graph> open_filter(const TempDir& d, const std::string& extra) {
     write_file(d / "a.raw", std::vector<std::byte>(kSize));
-    return open_image(ImageSpec{"driver=raw,file.driver=inject-error" + extra + ",file.file.filename=" + d / "a.raw", "", true},
+    // discard=unmap: the top node passes discards on (its default, as qemu's, is ignore).
+    return open_image(ImageSpec{"driver=raw,discard=unmap,file.driver=inject-error" + extra + ",file.file.filename=" + d / "a.raw", "", true},
                       OpenFlags{.read_only = false});
 }
 

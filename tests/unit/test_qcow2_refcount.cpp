@@ -29,6 +29,7 @@ public:
     std::vector<std::byte>& data() { return data_; }
     unsigned truncates = 0;
     bool fixed = false;  // behaves like a block device
+    std::vector<std::pair<uint64_t, uint64_t>> discards;  // (offset, bytes) of each discard
 
 protected:
     Status do_read(uint64_t off, std::span<std::byte> buf) override {
@@ -42,7 +43,12 @@ protected:
     Capabilities own_caps() const override {
         Capabilities c;
         c.truncate = true;
+        c.discard = true;
         return c;
+    }
+    Status do_discard(uint64_t off, uint64_t bytes) override {
+        discards.emplace_back(off, bytes);
+        return {};
     }
     Status do_truncate(uint64_t size, Prealloc) override {
         if (fixed) return make_error(ENOTSUP, "mem: cannot resize a device");
@@ -108,7 +114,7 @@ void write_back(Image& img, Refcounts& r) {
     img.h.refcount_table_offset = r.table_offset();
     img.h.refcount_table_clusters = static_cast<uint32_t>(r.table_clusters());
     r.table_move_committed();
-    REQUIRE(r.apply_deferred());
+    REQUIRE(r.apply_deferred(DiscardPass{}));
     REQUIRE(r.write_blocks());
 }
 
@@ -252,23 +258,56 @@ TEST_CASE("freed clusters are reused only after the deferred frees are applied")
     Image img(16, 4);
     auto r = img.open();
     REQUIRE(r->allocate(4, true));  // clusters 3..6
-    r->defer_free(4);
+    r->defer_free(4, 1, FreeKind::Never);
     auto next = r->allocate(1, true);
     REQUIRE(next);
     CHECK(next->offset == 7 * 0x10000);  // 4 still counts until the free is applied
-    REQUIRE(r->apply_deferred());
+    REQUIRE(r->apply_deferred(DiscardPass{}));
     CHECK(*r->get(4) == 0);
     auto reuse = r->allocate(3, false);  // a run may be shorter than asked
     REQUIRE(reuse);
     CHECK(reuse->offset == 4 * 0x10000);
     CHECK(reuse->clusters == 1);
     CHECK(reuse->zero_from > reuse->offset);  // old space: its bytes must be overwritten
-    r->defer_free(5);
-    REQUIRE(r->apply_deferred());
+    r->defer_free(5, 1, FreeKind::Never);
+    REQUIRE(r->apply_deferred(DiscardPass{}));
     auto exact = r->allocate(2, true);  // an exact run skips the one-cluster hole
     REQUIRE(exact);
     CHECK(exact->offset == 8 * 0x10000);
     CHECK(*r->get(5) == 0);
+}
+
+TEST_CASE("freed clusters are discarded in the file by kind, once nothing references them") {
+    Image img(16, 4);
+    auto r = img.open();
+    REQUIRE(r->allocate(8, true));  // clusters 3..10
+    REQUIRE(r->update(9, +1));       // 9 is shared (an internal snapshot holds it too)
+    const uint64_t cs = 0x10000;
+
+    SUBCASE("requests pass when pass-discard-request is on, contiguous clusters in one discard") {
+        r->defer_free(3, 2, FreeKind::Request);
+        r->defer_free(6, 1, FreeKind::Request);
+        r->defer_free(9, 1, FreeKind::Request);  // still referenced after the free: kept
+        REQUIRE(r->apply_deferred(DiscardPass{true, true, false}));
+        CHECK(img.file.discards == std::vector<std::pair<uint64_t, uint64_t>>{{3 * cs, 2 * cs}, {6 * cs, cs}});
+        CHECK(*r->get(9) == 1);
+        for (uint64_t c : {3, 4, 6}) CHECK(*r->get(c) == 0);
+    }
+    SUBCASE("each kind follows its own switch") {
+        r->defer_free(3, 1, FreeKind::Request);   // off by default (the node's discard=ignore)
+        r->defer_free(4, 1, FreeKind::Snapshot);  // on by default
+        r->defer_free(5, 1, FreeKind::Other);     // off by default
+        r->defer_free(6, 1, FreeKind::Never);
+        r->defer_free(7, 1, FreeKind::Always);
+        REQUIRE(r->apply_deferred(DiscardPass{}));
+        CHECK(img.file.discards == std::vector<std::pair<uint64_t, uint64_t>>{{4 * cs, cs}, {7 * cs, cs}});
+        r->defer_free(8, 1, FreeKind::Other);
+        r->defer_free(10, 1, FreeKind::Never);
+        REQUIRE(r->apply_deferred(DiscardPass{false, false, true}));
+        CHECK(img.file.discards.back() == std::pair<uint64_t, uint64_t>{8 * cs, cs});
+        CHECK(img.file.discards.size() == 3);
+        for (uint64_t c : {3, 4, 5, 6, 7, 8, 10}) CHECK(*r->get(c) == 0);
+    }
 }
 
 TEST_CASE("refcounts refuse to go below zero or above the width's maximum") {

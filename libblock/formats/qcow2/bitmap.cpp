@@ -214,7 +214,7 @@ Status Qcow2Node::store_bitmaps_locked() {
     unsynced_file_ = true;
     BLK_TRY(barrier_locked());
     bitmaps_in_use_ = false;
-    for (auto [c, n] : to_free) refs_->defer_free(c, n);
+    for (auto [c, n] : to_free) refs_->defer_free(c, n, FreeKind::Always);
     return {};
 }
 

@@ -29,6 +29,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -145,7 +146,13 @@ private:
     Status fill_cow(Plan& p, std::span<const std::byte> user, uint64_t req_off);
     Status write_plans(std::vector<Plan>& plans, std::span<const std::byte> user, uint64_t req_off);
     Status commit_locked(std::vector<Plan>& plans, bool ok);
-    Status release_locked(const L2Entry& old);
+    // Drops the references an L2 entry held (at the next write-back), freed as `kind`.
+    Status release_locked(const L2Entry& old, FreeKind kind);
+    // Which freed clusters are discarded in the file: pass-discard-request defaults to the
+    // node's own discard mode, -snapshot to on, -other to off (qemu's defaults).
+    DiscardPass discard_pass() const {
+        return DiscardPass{pass_request_.value_or(discard_unmap()), pass_snapshot_, pass_other_};
+    }
     Status check_write_host(uint64_t host, uint64_t guest) const;
 
     // --- zeroes and discard (zero.cpp) ---
@@ -204,6 +211,9 @@ private:
 
     // --- the write path's state ---
     bool writable_ = false;
+    std::optional<bool> pass_request_;  // pass-discard-request, when given
+    bool pass_snapshot_ = true;          // pass-discard-snapshot
+    bool pass_other_ = false;            // pass-discard-other
     bool lazy_ = false;           // lazy refcounts in use: dirty bit, deferred refcount writes
     bool no_flush_ = false;       // cache.no-flush (qemu-img convert's default cache=unsafe)
     bool dirty_on_disk_ = false;  // the dirty bit is set in the header on disk

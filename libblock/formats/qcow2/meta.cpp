@@ -57,7 +57,7 @@ Result<MetaCache::Entry*> Qcow2Node::l2_for_write_locked(uint64_t l1_index) {
         meta_.add(run.offset, cs);
         l1_[l1_index] = run.offset | kEntryCopied;
         l1_dirty_locked(l1_index);
-        refs_->defer_free(off / cs);
+        refs_->defer_free(off / cs, 1, FreeKind::Other);
         // Nothing else holds a table whose refcount was 1 (a COPIED flag left clear): it is
         // free space after the decrement.
         if (refs <= 1) meta_.remove(off, cs);
@@ -160,7 +160,7 @@ Status Qcow2Node::writeback_locked(bool final) {
             l1_dirty_hi_ = 0;
             if (old_clusters != 0) {
                 meta_.remove(old_off, old_clusters * cs);
-                refs_->defer_free(old_off / cs, old_clusters);
+                refs_->defer_free(old_off / cs, old_clusters, FreeKind::Other);
             }
         } else if (l1_dirty_lo_ < l1_dirty_hi_) {
             BLK_TRY(barrier_locked());
@@ -179,7 +179,7 @@ Status Qcow2Node::writeback_locked(bool final) {
         }
         if (refs && refs_->has_deferred()) {
             BLK_TRY(barrier_locked());
-            BLK_TRY(refs_->apply_deferred());
+            BLK_TRY(refs_->apply_deferred(discard_pass()));
             BLK_TRY(refs_->write_blocks());
             unsynced_file_ = true;
         }
@@ -256,7 +256,7 @@ Status Qcow2Node::do_truncate(uint64_t size, Prealloc prealloc) {
                 // An earlier move that never reached the header: nothing on disk points at it.
                 const uint64_t old_clusters = (l1_.size() * 8 + cs - 1) / cs;
                 meta_.remove(l1_moved_to_, old_clusters * cs);
-                refs_->defer_free(l1_moved_to_ / cs, old_clusters);
+                refs_->defer_free(l1_moved_to_ / cs, old_clusters, FreeKind::Never);
             }
             l1_.resize(need, 0);
             l1_moved_to_ = run.offset;

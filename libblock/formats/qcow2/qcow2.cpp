@@ -98,6 +98,11 @@ Status Qcow2Node::open_writable(const Json& opts) {
         return make_error(EINVAL, name_ + ": Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level");
     }
     lazy_ = lazy_opt.value_or(static_cast<bool>(h_.compatible & kCompatLazyRefcounts));
+    BLK_TRY_ASSIGN(pass_request_, opt_bool(opts, "pass-discard-request"));
+    BLK_TRY_ASSIGN(auto pass_snapshot, opt_bool(opts, "pass-discard-snapshot"));
+    BLK_TRY_ASSIGN(auto pass_other, opt_bool(opts, "pass-discard-other"));
+    pass_snapshot_ = pass_snapshot.value_or(true);
+    pass_other_ = pass_other.value_or(false);
     // cache.no-flush (cache=unsafe, qemu-img convert's default for targets): metadata is
     // still written back in order, but nothing asks the host to make it durable.
     if (opts.contains("cache") && opts["cache"].is_object()) {
@@ -433,9 +438,9 @@ DriverSpec qcow2_driver() {
         {"backing", OptType::Child, "backing image (null: none; default: the name stored in the image)"},
         {"data-file", OptType::Child, "external data file"},
         {"lazy-refcounts", OptType::Bool, "postpone refcount updates, marking the image dirty (default: the image's lazy_refcounts bit)"},
-        {"pass-discard-request", OptType::Bool, "accepted for compatibility"},
-        {"pass-discard-snapshot", OptType::Bool, "accepted for compatibility"},
-        {"pass-discard-other", OptType::Bool, "accepted for compatibility"},
+        {"pass-discard-request", OptType::Bool, "discard the file's space a discard or unmapping zero write frees (default: the node's discard mode)"},
+        {"pass-discard-snapshot", OptType::Bool, "discard the file's space emptying the image frees, as commit does (default: on)"},
+        {"pass-discard-other", OptType::Bool, "discard the file's space freed metadata tables held (default: off)"},
         {"discard-no-unref", OptType::Bool, "accepted for compatibility"},
         {"overlap-check", OptType::String, "accepted for compatibility"},
         {"overlap-check.template", OptType::String, "accepted for compatibility"},

@@ -282,14 +282,46 @@ Result<uint64_t> Refcounts::allocate_bytes(uint64_t bytes) {
     return run.offset;
 }
 
-void Refcounts::defer_free(uint64_t cluster, uint64_t n) {
-    for (uint64_t c = cluster; c < cluster + n; ++c) deferred_.push_back(c);
+bool DiscardPass::passes(FreeKind k) const {
+    switch (k) {
+        case FreeKind::Never: return false;
+        case FreeKind::Always: return true;
+        case FreeKind::Request: return request;
+        case FreeKind::Snapshot: return snapshot;
+        case FreeKind::Other: return other;
+    }
+    return false;
 }
 
-Status Refcounts::apply_deferred() {
+// Cluster numbers stay far below 2^60 (a cluster is at least 512 bytes of a 64-bit file
+// offset), so the kind rides in the top bits.
+void Refcounts::defer_free(uint64_t cluster, uint64_t n, FreeKind kind) {
+    const uint64_t tag = static_cast<uint64_t>(kind) << kKindShift;
+    for (uint64_t c = cluster; c < cluster + n; ++c) deferred_.push_back(c | tag);
+}
+
+Status Refcounts::apply_deferred(const DiscardPass& pass) {
     std::vector<uint64_t> list;
     list.swap(deferred_);
-    for (uint64_t c : list) BLK_TRY(update(c, -1));
+    constexpr uint64_t kMask = (uint64_t{1} << kKindShift) - 1;
+    std::vector<uint64_t> gone;  // clusters freed for good whose kind passes the discard on
+    for (uint64_t e : list) {
+        const uint64_t c = e & kMask;
+        BLK_TRY(update(c, -1));
+        if (!pass.passes(static_cast<FreeKind>(e >> kKindShift))) continue;
+        BLK_TRY_ASSIGN(uint64_t left, get(c));
+        if (left == 0) gone.push_back(c);
+    }
+    std::sort(gone.begin(), gone.end());
+    gone.erase(std::unique(gone.begin(), gone.end()), gone.end());
+    for (size_t i = 0; i < gone.size();) {
+        size_t j = i + 1;
+        while (j < gone.size() && gone[j] == gone[j - 1] + 1) ++j;
+        const uint64_t off = gone[i] * cs_;
+        const uint64_t end = std::min(file_->size(), (gone[j - 1] + 1) * cs_);
+        if (off < end) (void)file_->discard(off, end - off);
+        i = j;
+    }
     return {};
 }
 
@@ -313,7 +345,7 @@ Status Refcounts::write_table() {
 void Refcounts::table_move_committed() {
     if (old_table_clusters_ == 0) return;
     meta_.remove(old_table_offset_, old_table_clusters_ * cs_);
-    defer_free(old_table_offset_ / cs_, old_table_clusters_);
+    defer_free(old_table_offset_ / cs_, old_table_clusters_, FreeKind::Other);
     old_table_offset_ = old_table_clusters_ = 0;
 }
 

@@ -19,6 +19,24 @@ constexpr uint64_t kRefblockCacheBytes = 1ull << 20;
 constexpr size_t kMinRefblockCacheEntries = 4;
 constexpr size_t kMaxDeferredFrees = 1u << 20;  // bounds the memory frees waiting for write-back
 
+// Why a cluster is freed, which decides whether its host range is discarded in the file
+// once its refcount reaches zero (qemu's qcow2 discard types and pass-discard-* options).
+enum class FreeKind : uint64_t {
+    Never = 0,     // space given back after a failed write, data overwritten elsewhere
+    Always = 1,    // always passed on (bitmap tables and data)
+    Request = 2,   // a discard or an unmapping zero write (pass-discard-request)
+    Snapshot = 3,  // emptying the image (pass-discard-snapshot)
+    Other = 4,     // metadata moved or dropped: L1, refcount and L2 tables (pass-discard-other)
+};
+
+// Which kinds are passed on to the file as discards.
+struct DiscardPass {
+    bool request = false;
+    bool snapshot = true;
+    bool other = false;
+    bool passes(FreeKind k) const;
+};
+
 struct AllocRun {
     uint64_t offset = 0;     // host offset of the first cluster
     uint64_t clusters = 0;   // run length
@@ -52,9 +70,15 @@ public:
     // Drops one reference from `n` clusters at the next apply_deferred(): frees must reach the
     // disk only after the L2 tables that stopped pointing at the clusters, and the clusters
     // must not be reused before that.
-    void defer_free(uint64_t cluster, uint64_t n = 1);
+    void defer_free(uint64_t cluster, uint64_t n, FreeKind kind);
     bool has_deferred() const { return !deferred_.empty(); }
-    Status apply_deferred();
+    // Applies the deferred frees; a cluster whose refcount reaches zero and whose kind
+    // `pass` passes is discarded in the file (contiguous clusters in one request) before
+    // anything can allocate it again. The caller guarantees that no table on disk points
+    // at the freed clusters any more (write-back order), so the discard cannot take data a
+    // crash would still show. A failed discard is not an error (qemu ignores them too):
+    // the space stays allocated in the file.
+    Status apply_deferred(const DiscardPass& pass);
 
     // --- write-back ---
     bool blocks_dirty() const { return cache_.dirty_count() > 0; }
@@ -105,7 +129,8 @@ private:
     uint64_t free_hint_ = 0;   // no free cluster below this one
     uint64_t hwm_ = 0;         // first cluster never allocated nor holding file data
     uint64_t tail_ = 0;        // next free byte behind the last compressed cluster (0: none)
-    std::vector<uint64_t> deferred_;
+    std::vector<uint64_t> deferred_;  // cluster | kind << kKindShift
+    static constexpr unsigned kKindShift = 60;
 };
 
 }  // namespace blk::qcow2

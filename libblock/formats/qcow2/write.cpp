@@ -194,14 +194,14 @@ Status Qcow2Node::write_plans(std::vector<Plan>& plans, std::span<const std::byt
     return flush_piece();
 }
 
-Status Qcow2Node::release_locked(const L2Entry& old) {
+Status Qcow2Node::release_locked(const L2Entry& old, FreeKind kind) {
     if (external_) return {};
     const uint64_t cs = h_.cluster_size();
     if (old.entry & kEntryCompressed) {
         const ClusterSpan span = compressed_clusters(h_, old.entry);
-        refs_->defer_free(span.first, span.last - span.first + 1);
+        refs_->defer_free(span.first, span.last - span.first + 1, kind);
     } else if (uint64_t host = standard_offset(old.entry)) {
-        refs_->defer_free(host / cs);
+        refs_->defer_free(host / cs, 1, kind);
     }
     return {};
 }
@@ -212,7 +212,7 @@ Status Qcow2Node::commit_locked(std::vector<Plan>& plans, bool ok) {
     const uint64_t cs = h_.cluster_size();
     if (!ok) {
         for (const Plan& p : plans)
-            if (p.allocated) refs_->defer_free(p.host / cs);
+            if (p.allocated) refs_->defer_free(p.host / cs, 1, FreeKind::Never);
         return {};
     }
     const uint64_t per_l2 = h_.l2_entries() * cs;
@@ -227,7 +227,7 @@ Status Qcow2Node::commit_locked(std::vector<Plan>& plans, bool ok) {
         }
         store_l2_entry(h_, t->data, (p.guest / cs) % h_.l2_entries(), p.next);
         l2_cache_.mark_dirty(t);
-        if (p.fresh) BLK_TRY(release_locked(p.old));
+        if (p.fresh) BLK_TRY(release_locked(p.old, FreeKind::Never));
     }
     unsynced_data_ = true;
     return {};
@@ -343,14 +343,14 @@ Status Qcow2Node::do_write_compressed(uint64_t off, uint64_t len, const Compress
         if (!io) {
             // The bytes' references go again; the space stays allocated until they do.
             const ClusterSpan span = compressed_clusters(h_, next.entry);
-            refs_->defer_free(span.first, span.last - span.first + 1);
+            refs_->defer_free(span.first, span.last - span.first + 1, FreeKind::Never);
             return {};
         }
         BLK_TRY_ASSIGN(MetaCache::Entry * t, l2_for_write_locked(off / per_l2));
         store_l2_entry(h_, t->data, g % h_.l2_entries(), next);
         l2_cache_.mark_dirty(t);
         unsynced_data_ = true;
-        return release_locked(old);
+        return release_locked(old, FreeKind::Never);
     }();
     end_inflight_locked(g, g + 1);
     if (!io) return io;

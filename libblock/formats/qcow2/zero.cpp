@@ -202,7 +202,7 @@ Status Qcow2Node::zero_clusters(uint64_t off, uint64_t bytes, unsigned flags, bo
                 BLK_TRY(mark_dirty_locked());
                 store_l2_entry(h_, t->data, index, next);
                 l2_cache_.mark_dirty(t);
-                if (release) BLK_TRY(release_locked(old));
+                if (release) BLK_TRY(release_locked(old, full ? FreeKind::Snapshot : FreeKind::Request));
             }
             return {};
         }();

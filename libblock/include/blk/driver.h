@@ -190,9 +190,10 @@ struct OpenFlags {
     // the image spec names itself wins.
     bool cache_direct = false;
     bool cache_no_flush = false;
-    // The default of every node's "discard" option: false is qemu's "ignore", true "unmap"
+    // The default of the top node's "discard" option: false is qemu's "ignore", true "unmap"
     // (qemu's BDRV_O_UNMAP, which qemu-img sets on convert targets unless -S 0, and on
-    // commit). detect-zeroes=unmap needs "unmap".
+    // commit). Nodes opened below it default to "unmap", as in qemu. detect-zeroes=unmap
+    // needs "unmap".
     bool discard_unmap = false;
     // Set: a backing file that cannot be opened (missing, unreadable, a loop, too deep) is
     // reported here and its overlay opens without it, so the rest of the chain still opens.
@@ -239,6 +240,14 @@ private:
     OpenFlags flags_;
     const ObjectStore* objects_;
     std::vector<std::string> chain_;  // filenames of the backing chain being opened
+    unsigned depth_ = 0;              // opens in progress: above 0, the node is below another
+    // A file opened to probe its format, waiting to become the format node's "file" child
+    // (opts: the child's options object inside the options the driver is given).
+    struct Probed {
+        const Json* opts = nullptr;
+        std::shared_ptr<Node> node;
+    };
+    Probed probed_;
 };
 
 // A filter's `open` from its make_filter: makes the node, opens the child named by the

@@ -171,6 +171,22 @@ public:
     enum class DetectZeroes { Off, On, Unmap };
     void set_detect_zeroes(DetectZeroes d) { detect_zeroes_ = d; }
     DetectZeroes detect_zeroes() const { return detect_zeroes_; }
+    // The node's discard option (qemu's "discard", its BDRV_O_UNMAP). On ("unmap"):
+    // discard() reaches the driver. Off ("ignore"): discard() succeeds and does nothing,
+    // and caps().discard is false. `zero_unmap` off drops kZeroMayUnmap from the node's
+    // zero writes. qemu drops it only from zero writes a parent node sends to a child set
+    // to ignore (bdrv_co_pwrite_zeroes), not from those of the top node's user (measured:
+    // qemu-img convert -n into a qcow2 target opened with discard=ignore still frees the
+    // target's clusters), so the opener gives a node below another one zero_unmap equal
+    // to its discard mode and a top node zero_unmap on. Each node applies its own mode:
+    // a file child on ignore keeps its host range allocated whatever the qcow2 node above
+    // it asks. Children default to unmap, as qemu's. Nodes made outside the opener
+    // (tests, filters made to be inserted) start with both on.
+    void set_discard_unmap(bool on, bool zero_unmap) {
+        discard_unmap_ = on;
+        zero_unmap_ = zero_unmap;
+    }
+    bool discard_unmap() const { return discard_unmap_; }
     uint64_t size() const { return size_; }
     bool read_only() const { return read_only_; }
     const NodeLimits& limits() const { return limits_; }
@@ -335,6 +351,8 @@ protected:
     NodeLimits limits_;
     Capabilities caps_;
     DetectZeroes detect_zeroes_ = DetectZeroes::Off;
+    bool discard_unmap_ = true;
+    bool zero_unmap_ = true;
 
 private:
     friend struct Graph;
