@@ -58,12 +58,14 @@ Status Node::write_zeroes(uint64_t off, uint64_t bytes, unsigned flags) {
 Status Node::discard(uint64_t off, uint64_t bytes) {
     if (read_only_) return make_error(EACCES, "node '" + driver_ + "' is read-only");
     BLK_TRY(check_range(*this, off, bytes, "discard"));
-    if (bytes == 0 || !discard_unmap_) return {};
+    // A node without the capability (or set to discard=ignore) takes the advisory request
+    // and does nothing, before it reaches the driver.
+    if (bytes == 0 || !caps_.discard) return {};
     return do_discard(off, bytes);
 }
 
 Status Node::flush() {
-    if (read_only_) return {};
+    if (read_only_ || !caps_.flush) return {};
     return do_flush();
 }
 
