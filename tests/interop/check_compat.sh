@@ -51,6 +51,14 @@ qi -c 'write -P 9 0 1M' -c 'write -P 9 50M 64k' bm.qcow2
 both bm.qcow2 0
 qemu-img create -q -f qcow2 e.qcow2 1G
 both e.qcow2 0
+# Every refcount width: the check's own refcount table is 16 bits wide up to 16-bit
+# refcounts and 64 bits wide above; snapshots make refcounts of 2 where the width allows.
+for w in 1 8 32 64; do
+    qemu-img create -q -f qcow2 -o refcount_bits=$w r$w.qcow2 64M
+    qi -c 'write -P 1 0 1M' -c 'write -P 2 10M 3M' r$w.qcow2
+    [ "$w" = 1 ] || { qemu-img snapshot -c one r$w.qcow2; qi -c 'write -P 4 0 128k' r$w.qcow2; }
+    both r$w.qcow2 0
+done
 
 cp a.qcow2 leak.qcow2; poke leak.qcow2 leak; both leak.qcow2 3
 cp a.qcow2 high.qcow2; poke high.qcow2 refcount-high; both high.qcow2 2

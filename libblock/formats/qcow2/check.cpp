@@ -31,6 +31,31 @@
 namespace blk::qcow2 {
 namespace {
 
+// The check's in-memory refcount table (qemu's): one entry per host cluster, 16 bits wide
+// when the image's refcounts fit (refcount_order <= 4: the default, and every image
+// qemu-img makes unless told otherwise), 64 bits otherwise. A 4 GiB image of 4 KiB
+// clusters needs 2 MiB of 64-bit entries, which put check's peak RSS above qemu-img's.
+class RefArray {
+public:
+    explicit RefArray(uint32_t refcount_order) : wide_(refcount_order > 4) {}
+    uint64_t size() const { return wide_ ? w_.size() : n_.size(); }
+    void resize(uint64_t n) { wide_ ? w_.resize(n, 0) : n_.resize(n, 0); }
+    void assign(uint64_t n) { wide_ ? w_.assign(n, 0) : n_.assign(n, 0); }
+    uint64_t operator[](uint64_t i) const { return wide_ ? w_[i] : n_[i]; }
+    // Callers keep values within the image's refcount width (they check against its
+    // maximum before they count), so a narrow entry never wraps.
+    void set(uint64_t i, uint64_t v) {
+        if (wide_) w_[i] = v;
+        else n_[i] = static_cast<uint16_t>(v);
+    }
+    void inc(uint64_t i) { set(i, (*this)[i] + 1); }
+
+private:
+    bool wide_;
+    std::vector<uint16_t> n_;
+    std::vector<uint64_t> w_;
+};
+
 constexpr uint64_t kL1ReservedMask = 0x7f000000000001ffull;
 constexpr uint64_t kL2StdReservedMask = 0x3f000000000001feull;
 constexpr uint64_t kRefTableReservedMask = 0x1ffull;
@@ -55,7 +80,7 @@ std::string fmt(const char* f, auto... args) {
 class Checker {
 public:
     Checker(const Header& h, Node& file, CheckResult& r, Repair fix)
-        : h_(h), file_(file), r_(r), cs_(h.cluster_size()), fix_(fix) {}
+        : h_(h), file_(file), r_(r), cs_(h.cluster_size()), fix_(fix), imrt_(h.refcount_order) {}
 
     // Reads [off, off+len); bytes past the end of the file read as zeroes (as qemu's file
     // driver pads short reads).
@@ -146,7 +171,7 @@ private:
     Status calculate(bool fix) {
         calc_fix_ = fix;
         nb_clusters_ = std::max<uint64_t>(nb_clusters_, (file_.size() + cs_ - 1) / cs_);
-        imrt_.assign(nb_clusters_, 0);
+        imrt_.assign(nb_clusters_);
         l1_.clear();
         block_index_ = UINT64_MAX;
         BLK_TRY(load_reftable());
@@ -190,7 +215,7 @@ private:
         }
         const uint64_t max = refcount_max(h_.refcount_order);
         for (uint64_t c = off / cs_; c <= (off + size - 1) / cs_; ++c) {
-            if (c >= imrt_.size()) imrt_.resize(c + 1, 0);
+            if (c >= imrt_.size()) imrt_.resize(c + 1);
             if (imrt_[c] == max) {
                 line(fmt("ERROR: overflow cluster offset=0x%" PRIx64, c * cs_));
                 line("Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean "
@@ -198,7 +223,7 @@ private:
                 r_.corruptions++;
                 continue;
             }
-            imrt_[c]++;
+            imrt_.inc(c);
         }
     }
 
@@ -492,7 +517,7 @@ private:
                     continue;
                 }
                 nb_clusters_ = (file_.size() + cs_ - 1) / cs_;
-                if (imrt_.size() < nb_clusters_) imrt_.resize(nb_clusters_, 0);
+                if (imrt_.size() < nb_clusters_) imrt_.resize(nb_clusters_);
                 r_.corruptions_fixed++;
                 inc(off, cs_);
                 continue;
@@ -753,9 +778,9 @@ private:
                 run = 0;
             }
         }
-        if (run < n) imrt_.resize(c + n - run, 0);
+        if (run < n) imrt_.resize(c + n - run);
         c -= run;
-        for (uint64_t k = 0; k < n; ++k) imrt_[c + k] = 1;
+        for (uint64_t k = 0; k < n; ++k) imrt_.set(c + k, 1);
         return c * cs_;
     }
 
@@ -871,7 +896,7 @@ private:
     bool data_file_ = false;
     uint64_t nb_clusters_ = 0;
     uint64_t highest_ = 0;
-    std::vector<uint64_t> imrt_;
+    RefArray imrt_;
     std::vector<uint64_t> reftable_;
     std::vector<uint64_t> l1_;
     std::vector<uint64_t> active_l1_;  // with a repair: the active L1 entries, for overlap checks
