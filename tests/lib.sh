@@ -122,3 +122,13 @@ wait_lock_on() {
     done
     fail "no process took a lock on byte $2 of $1"
 }
+
+# can_punch_holes: true when the file system under $T gives back the space of a punched
+# hole (fallocate -p), so a test may compare the host space images keep.
+can_punch_holes() {
+    local f="$T/.punch" ok=0
+    truncate -s 1M "$f" && dd if=/dev/zero of="$f" bs=64k count=16 conv=notrunc status=none || return 1
+    fallocate -p -o 0 -l 1M "$f" 2>/dev/null && [ "$(du -k "$f" | cut -f1)" -le 64 ] && ok=1
+    rm -f "$f"
+    [ "$ok" = 1 ]
+}

@@ -21,11 +21,8 @@ top_has_data() {
 }
 
 # Can this file system punch holes? Without it the emptied top's space is not compared.
-punch=1
-truncate -s 1M punch.raw && dd if=/dev/zero of=punch.raw bs=64k count=16 conv=notrunc status=none
-fallocate -p -o 0 -l 1M punch.raw 2>/dev/null || punch=0
-[ "$punch" = 1 ] && [ "$(du -k punch.raw | cut -f1)" -gt 64 ] && punch=0
-rm -f punch.raw
+punch=0
+can_punch_holes && punch=1
 
 # The emptied top gives its host space back as qemu-img's does (qemu truncates the file
 # or discards the clusters; blkimg discards them, pass-discard-snapshot): at most 256 KiB
