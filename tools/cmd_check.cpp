@@ -1,5 +1,6 @@
 // blkimg check: a consistency check of an image's metadata and its repair with -r (qemu-img
 // check compatible: report lines, summary, JSON and exit codes).
+#include <algorithm>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
@@ -133,6 +134,21 @@ void report_backing_error(const blk::BackingError& e, const std::string& overlay
     layers.push_back(std::move(broken));
 }
 
+// The format the first bytes of `layer`'s host file say (qemu's probe), "" when there is
+// no host file below it to read. Only the header is read, never guest data beyond it.
+std::string probed_format(blk::Node& layer) {
+    blk::Node* n = &layer;
+    for (int i = 0; n && !n->caps().protocol && i < 16; ++i) {
+        const blk::Child* c = n->find_child("file");
+        n = c ? c->node.get() : nullptr;
+    }
+    if (!n || !n->caps().protocol || n->size() == 0) return {};
+    std::vector<std::byte> head(2048);
+    const size_t len = static_cast<size_t>(std::min<uint64_t>(head.size(), n->size()));
+    if (!n->read(0, std::span(head).first(len))) return {};
+    return blk::probe_head(blk::Registry::builtin(), head, n->filename());
+}
+
 // One report per image of the chain, top first; the exit code is the worst layer's.
 int check_chain(ImageArgs args, const std::string& output, bool quiet) {
     std::vector<blk::BackingError> failures;
@@ -172,6 +188,14 @@ int check_chain(ImageArgs args, const std::string& output, bool quiet) {
         if (!backing.empty() && image->backing_format().empty() && !blk::is_json_filename(backing)) {
             rep.warnings.push_back("'" + rep.filename + "' does not record the format of its backing file '" + backing +
                                    "': it is probed (unsafe; set it with rebase -u -F)");
+        }
+        if (next && !image->backing_format().empty()) {
+            const std::string probed = probed_format(*next);
+            if (!probed.empty() && probed != "raw" && probed != image->backing_format()) {
+                rep.warnings.push_back("'" + rep.filename + "' records its backing file '" + backing + "' as " +
+                                       image->backing_format() + ", but its first bytes are a " + probed +
+                                       " image: the guest reads that image's metadata as data");
+            }
         }
         if (next && image->size() < next->size()) {
             rep.warnings.push_back("'" + rep.filename + "' (" + std::to_string(image->size()) +

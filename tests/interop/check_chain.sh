@@ -183,6 +183,18 @@ python3 -c 'import json; a=json.load(open("out")); assert len(a[1]["chain-warnin
     fail "no backing format json: $(cat out)"
 ok "backing format not recorded: a warning"
 
+# A recorded backing format that the backing file's first bytes contradict (raw recorded
+# over a qcow2 file: the guest reads qcow2 metadata as its disk): a warning, exit unchanged.
+qemu-img create -q -f qcow2 pb.qcow2 16M
+qemu-img create -q -f qcow2 -b pb.qcow2 -F raw pov.qcow2 16M
+run pov.qcow2
+expect_rc 0 "raw recorded over qcow2"
+has "Chain warning: 'pov.qcow2' records its backing file 'pb.qcow2' as raw, but its first bytes are a qcow2 image: the guest reads that image's metadata as data" "raw recorded over qcow2"
+run --output=json pov.qcow2
+python3 -c 'import json; a=json.load(open("out")); assert len(a[0]["chain-warnings"]) == 1 and a[0]["exit-code"] == 0, a' ||
+    fail "raw recorded over qcow2, json: $(cat out)"
+ok "a recorded backing format the file contradicts: a warning"
+
 # An overlay smaller than its backing file: a warning (the guest loses the tail); larger is normal.
 qemu-img create -q -f qcow2 big.qcow2 64M
 qemu-img create -q -f qcow2 -b big.qcow2 -F qcow2 small.qcow2 32M
