@@ -31,6 +31,37 @@ same_map --output=json 'json:{"driver":"null-co","size":"1M","read-zeroes":true}
 same_map --output=json -f raw v3.qcow2
 ok "raw windows, null-co and -f raw match"
 
+# Raw files as the host file system lays them out (blkimg reads ext4's and XFS's extent
+# lists with FIEMAP, hundreds per call; every answer must stay SEEK_DATA's): 4 KiB of data
+# every 16 KiB over 64 MiB (4096 extents: the extent cache is refilled many times), first
+# still in the page cache (delayed allocation), then written back; preallocated
+# (unwritten) ranges with data written into part of them (data only the page cache
+# knows about), holes, and a size that is not a multiple of the sector.
+python3 - <<'PY'
+import os
+f = os.open("frag.raw", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.ftruncate(f, 64 << 20)
+for off in range(0, 64 << 20, 16384):
+    os.pwrite(f, b"\x5a" * 4096, off)
+os.close(f)
+PY
+for args in "" "--start-offset=12345 --max-length=5M"; do
+    # shellcheck disable=SC2086
+    same_map --output=json $args -f raw frag.raw
+done
+sync frag.raw
+same_map --output=json -f raw frag.raw
+same_map -f raw frag.raw
+truncate -s $((8 * 1048576 + 100)) pre.raw
+fallocate -o 1M -l 3M pre.raw
+fallocate -o 6M -l 1M pre.raw
+qemu-io -f raw -c 'write -P 7 1536k 64k' -c 'write -P 8 5M 4k' -c 'write -P 9 8M 100' pre.raw >/dev/null
+same_map --output=json -f raw pre.raw
+sync pre.raw
+same_map --output=json -f raw pre.raw
+same_map --output=json --start-offset=1600k -f raw pre.raw
+ok "raw files: fragmented, preallocated, written back or not, odd size"
+
 # ~15k extents: every other cluster written.
 qemu-img create -q -f qcow2 -o cluster_size=4k many.qcow2 128M
 for i in $(seq 0 2 30000); do echo "write -P 1 $((i * 4096)) 4k"; done > many.io
