@@ -32,6 +32,8 @@ NOT_EXAMPLES = {
         "the benchmark: tens of minutes and gigabytes, run by hand",
     ("README.md", 'SIZES="256M 1G 4G" tests/bench/bench_compare.sh build/tools/blkimg 3'):
         "the commit/compare/check benchmark: tens of minutes and gigabytes, run by hand",
+    ("README.md", 'SIZES="256M 1G 4G" tests/bench/bench_info_map.sh build/tools/blkimg 10'):
+        "the info/map/check and commit benchmarks: tens of minutes and gigabytes, run by hand",
     ("README.md", "libblock/            the library (installed with its headers and libblock.pc)"):
         "the source tree, not a command",
     ("man/blkimg.1", "driver=qcow2,file.filename=top.qcow2,backing.driver=qcow2,"):
