@@ -126,6 +126,9 @@ Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
     const OpenFlags saved = flags_;
     if (share.value_or(false)) flags_.force_share = true;
     if (ro.value_or(false)) flags_.read_only = true;
+    // The probed node serves only if it was opened in the mode the driver's child would
+    // be: this node's read-only and force-share options apply from here on.
+    if (probed && (flags_.read_only != saved.read_only || flags_.force_share != saved.force_share)) probed.reset();
     Probed outer = std::exchange(probed_, Probed{probed ? &opts["file"] : nullptr, std::move(probed)});
     auto opened = spec->open(*this, opts);
     probed_ = Probed{};

@@ -928,6 +928,18 @@ TEST_CASE("probing opens the file once: the probed node becomes the format's fil
     g_count_mem_opens = 0;
     CHECK(ctx.open(Json{{"driver", "any-fmt"}, {"file", {{"driver", "count-mem"}}}}));
     CHECK(g_count_mem_opens == 1);
+    // A node whose own read-only or force-share changes the mode its child opens in does
+    // not take the probe's node (opened before those options applied): the file is
+    // opened again in the right mode.
+    OpenFlags writable;
+    writable.read_only = false;
+    for (const char* key : {"read-only", "force-share"}) {
+        CAPTURE(key);
+        OpenContext w(reg, writable);
+        g_count_mem_opens = 0;
+        CHECK(w.open(Json{{"file", {{"driver", "count-mem"}}}, {key, true}}));
+        CHECK(g_count_mem_opens == 2);
+    }
 }
 
 TEST_CASE("node names follow qemu's rules: a letter first, then letters, digits, '-', '.', '_'; at most 31") {
