@@ -1,6 +1,5 @@
 // blkimg check: a consistency check of an image's metadata and its repair with -r (qemu-img
 // check compatible: report lines, summary, JSON and exit codes).
-#include <algorithm>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
@@ -138,15 +137,10 @@ void report_backing_error(const blk::BackingError& e, const std::string& overlay
 // no host file below it to read. Only the header is read, never guest data beyond it.
 std::string probed_format(blk::Node& layer) {
     blk::Node* n = &layer;
-    for (int i = 0; n && !n->caps().protocol && i < 16; ++i) {
-        const blk::Child* c = n->find_child("file");
-        n = c ? c->node.get() : nullptr;
-    }
-    if (!n || !n->caps().protocol || n->size() == 0) return {};
-    std::vector<std::byte> head(2048);
-    const size_t len = static_cast<size_t>(std::min<uint64_t>(head.size(), n->size()));
-    if (!n->read(0, std::span(head).first(len))) return {};
-    return blk::probe_head(blk::Registry::builtin(), head, n->filename());
+    while (n && !n->caps().protocol) n = blk::primary_child(*n);
+    if (!n) return {};
+    auto name = blk::probe_node(blk::Registry::builtin(), *n);
+    return name ? *name : std::string();
 }
 
 // One report per image of the chain, top first; the exit code is the worst layer's.

@@ -23,15 +23,10 @@ std::string chain_key(const std::string& filename) {
     return filename;
 }
 
-// qemu's find_image_format: an empty file is raw; otherwise the first 2048 bytes (zero
-// padded past the end, as qemu reads them) go to every prober. A format we recognise but
-// cannot read is refused by name: reading it as raw would hand out its metadata as data.
+// probe_node, and a format we recognise but cannot read is refused by name: reading it as
+// raw would hand out its metadata as data.
 Result<std::string> probe_format(const Registry& reg, Node& file, const std::string& filename) {
-    if (file.size() == 0) return std::string("raw");
-    std::vector<std::byte> head(kProbeBytes);
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(kProbeBytes, file.size()));
-    BLK_TRY(file.read(0, std::span(head).first(n)).context("Could not read image for determining its format"));
-    std::string name = probe_head(reg, head, filename);
+    BLK_TRY_ASSIGN(std::string name, probe_node(reg, file).context("Could not read image for determining its format"));
     if (!reg.find(name)) return make_error(ENOTSUP, filename + " is a " + name + " image; blkimg cannot read " + name + " yet");
     return name;
 }
@@ -73,6 +68,14 @@ Result<Modes> request_modes(const Json& opts, bool unmap_default) {
 }
 
 }  // namespace
+
+Result<std::string> probe_node(const Registry& reg, Node& file) {
+    if (file.size() == 0) return std::string("raw");
+    std::vector<std::byte> head(kProbeBytes);
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(kProbeBytes, file.size()));
+    BLK_TRY(file.read(0, std::span(head).first(n)));
+    return probe_head(reg, head, file.filename());
+}
 
 Result<std::shared_ptr<Node>> OpenContext::open(const Json& opts_in) {
     if (!opts_in.is_object()) return make_error(EINVAL, "block options must be an object");

@@ -264,6 +264,9 @@ Result<std::shared_ptr<Node>> make_filter_node(const Json& opts, const Registry&
 // end). Returns the best-scoring format, "raw" when nothing else matches. The name may be a
 // format qemu probes that has no driver here (is_foreign_format): callers refuse those.
 std::string probe_head(const Registry& reg, std::span<const std::byte> head, const std::string& filename);
+// qemu's find_image_format on an opened node: an empty node is raw; otherwise its first
+// 2048 bytes (zero padded past the end, as qemu reads them) go to probe_head.
+Result<std::string> probe_node(const Registry& reg, Node& file);
 // A format qemu 7.2 probes and reads that libblock has no driver for yet (vmdk, vdi, ...).
 bool is_foreign_format(std::string_view name);
 
