@@ -7,10 +7,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "blk/driver.h"
+#include "../../libblock/protocols/flush_behind.h"
 #include "temp_files.h"
 
 using namespace blk;
@@ -197,4 +201,98 @@ TEST_CASE("cache options pass to children and backing files unless they set thei
     CHECK(cache_of(primary_child(*backing), "direct") == "on");
     std::vector<std::byte> buf(4096);
     CHECK(g->root->read(0, buf));  // the direct backing chain reads
+}
+
+// Flush-behind (protocols/flush_behind.h): background flushes after every so many bytes
+// written, their errors kept for the caller's next flush.
+namespace {
+
+// Waits up to 10 s for `pred`.
+template <class Pred>
+bool eventually(Pred pred) {
+    for (int i = 0; i < 1000; ++i) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return pred();
+}
+
+}  // namespace
+
+TEST_CASE("flush-behind: a flush starts in the background once enough was written") {
+    std::atomic<int> calls{0};
+    FlushBehind fb(1000, [&] {
+        ++calls;
+        return 0;
+    });
+    fb.wrote(600);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK(calls == 0);  // not yet 1000 bytes
+    fb.wrote(600);
+    CHECK(eventually([&] { return calls == 1; }));
+    fb.wrote(999);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK(calls == 1);  // the count started again after the flush was asked for
+    fb.wrote(1);
+    CHECK(eventually([&] { return calls == 2; }));
+    CHECK(fb.take_error() == 0);
+}
+
+TEST_CASE("flush-behind: an error is kept for the next take_error, once; EINVAL is none") {
+    std::atomic<int> calls{0};
+    std::atomic<int> result{EIO};
+    FlushBehind fb(10, [&] {
+        ++calls;
+        return result.load();
+    });
+    fb.wrote(10);
+    REQUIRE(eventually([&] { return calls == 1; }));
+    int seen = 0;  // the error is kept just after the flush returns
+    CHECK(eventually([&] {
+        if (!seen) seen = fb.take_error();
+        return seen == EIO;
+    }));
+    CHECK(fb.take_error() == 0);  // reported once
+    result = EINVAL;              // a file that cannot be flushed
+    fb.wrote(10);
+    REQUIRE(eventually([&] { return calls == 2; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(fb.take_error() == 0);
+}
+
+TEST_CASE("flush-behind: destroying it waits for a flush under way") {
+    std::atomic<bool> started{false};
+    std::atomic<bool> finished{false};
+    {
+        FlushBehind fb(1, [&] {
+            started = true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            finished = true;
+            return 0;
+        });
+        fb.wrote(1);
+        REQUIRE(eventually([&] { return started.load(); }));
+    }
+    CHECK(finished);
+}
+
+TEST_CASE("flush-behind: a file node written past the threshold flushes, reopens and closes cleanly") {
+    TempDir dir;
+    const std::string path = dir / "img.raw";
+    blktest::write_file(path, {});
+    auto g = open_image(ImageSpec{"driver=raw,file.filename=" + path, "", true}, OpenFlags{.read_only = false});
+    REQUIRE_MESSAGE(g, (g ? "" : g.error().message));
+    Node& n = *g->root;
+    const uint64_t total = kFlushBehindBytes + 4 * MiB;
+    REQUIRE(n.truncate(total, Prealloc::Off));
+    const auto chunk = pattern(4 * MiB, 7);
+    for (uint64_t off = 0; off < total; off += chunk.size()) REQUIRE(n.write(off, chunk));
+    CHECK(n.flush());
+    REQUIRE(g->reopen_read_only(n));
+    REQUIRE(g->reopen_read_write(n));
+    REQUIRE(n.write(0, chunk));
+    CHECK(n.flush());
+    std::vector<std::byte> back(chunk.size());
+    REQUIRE(n.read(total - chunk.size(), back));
+    CHECK(back == chunk);
 }

@@ -1,0 +1,49 @@
+// Flush-behind (see flush_behind.h).
+#include "flush_behind.h"
+
+#include <cerrno>
+#include <utility>
+
+namespace blk {
+
+FlushBehind::FlushBehind(uint64_t every, std::function<int()> flush)
+    : every_(every ? every : 1), flush_(std::move(flush)), thread_([this] { run(); }) {}
+
+FlushBehind::~FlushBehind() {
+    {
+        std::lock_guard lock(mu_);
+        stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+}
+
+void FlushBehind::wrote(uint64_t bytes) {
+    if (written_.fetch_add(bytes, std::memory_order_relaxed) + bytes < every_) return;
+    written_.store(0, std::memory_order_relaxed);
+    {
+        std::lock_guard lock(mu_);
+        pending_ = true;
+    }
+    cv_.notify_one();
+}
+
+int FlushBehind::take_error() {
+    std::lock_guard lock(mu_);
+    return std::exchange(error_, 0);
+}
+
+void FlushBehind::run() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+        cv_.wait(lock, [&] { return pending_ || stop_; });
+        if (stop_) return;
+        pending_ = false;
+        lock.unlock();
+        const int e = flush_();
+        lock.lock();
+        if (e != 0 && e != EINVAL && error_ == 0) error_ = e;
+    }
+}
+
+}  // namespace blk
