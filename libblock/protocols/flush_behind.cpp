@@ -29,7 +29,8 @@ void FlushBehind::wrote(uint64_t bytes) {
 }
 
 int FlushBehind::take_error() {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
+    idle_cv_.wait(lock, [&] { return !running_; });
     return std::exchange(error_, 0);
 }
 
@@ -39,10 +40,13 @@ void FlushBehind::run() {
         cv_.wait(lock, [&] { return pending_ || stop_; });
         if (stop_) return;
         pending_ = false;
+        running_ = true;
         lock.unlock();
         const int e = flush_();
         lock.lock();
+        running_ = false;
         if (e != 0 && e != EINVAL && error_ == 0) error_ = e;
+        idle_cv_.notify_all();
     }
 }
 

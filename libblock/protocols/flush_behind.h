@@ -39,8 +39,10 @@ public:
     // `bytes` more were written; every `every` bytes a flush starts in the background (one
     // at a time: requests while one runs make one more after it). Never blocks on a flush.
     void wrote(uint64_t bytes);
-    // The first error of a background flush since the last call, or 0. EINVAL (a file that
-    // cannot be flushed) is not an error.
+    // The first error of a background flush since the last call, or 0, after waiting for a
+    // flush under way (fdatasync reports an error to one caller only: a flush the caller
+    // made meanwhile may have found it taken). EINVAL (a file that cannot be flushed) is not
+    // an error.
     int take_error();
 
 private:
@@ -50,7 +52,9 @@ private:
     const std::function<int()> flush_;
     std::mutex mu_;
     std::condition_variable cv_;
+    std::condition_variable idle_cv_;
     bool pending_ = false;
+    bool running_ = false;
     bool stop_ = false;
     int error_ = 0;
     std::atomic<uint64_t> written_{0};

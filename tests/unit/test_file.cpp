@@ -260,6 +260,18 @@ TEST_CASE("flush-behind: an error is kept for the next take_error, once; EINVAL 
     CHECK(fb.take_error() == 0);
 }
 
+TEST_CASE("flush-behind: take_error waits for a flush under way and gets its error") {
+    std::atomic<bool> started{false};
+    FlushBehind fb(1, [&] {
+        started = true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        return EIO;
+    });
+    fb.wrote(1);
+    REQUIRE(eventually([&] { return started.load(); }));
+    CHECK(fb.take_error() == EIO);  // not 0: the caller's own flush may have found nothing
+}
+
 TEST_CASE("flush-behind: destroying it waits for a flush under way") {
     std::atomic<bool> started{false};
     std::atomic<bool> finished{false};
