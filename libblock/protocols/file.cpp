@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <cstring>
@@ -249,12 +248,7 @@ protected:
         BLK_TRY(write_data(off, buf));
         // Files that are flushed flush behind the writes (see flush_behind.h); files that
         // never are (convert's default cache=unsafe) leave writeback to the kernel.
-        // Its thread starts only once a file has been written that much: short jobs never
-        // pay for one.
-        if (regular_ && !no_flush_) {
-            const uint64_t before = written_.fetch_add(buf.size(), std::memory_order_relaxed);
-            if (before + buf.size() >= kFlushBehindBytes) flush_behind().wrote(before < kFlushBehindBytes ? before + buf.size() : buf.size());
-        }
+        if (regular_ && !no_flush_) flush_behind_.wrote(buf.size());
         return {};
     }
 
@@ -295,7 +289,7 @@ protected:
     Status do_flush() override {
         if (no_flush_) return {};
         if (::fdatasync(fd_.get()) != 0) return errno_error(errno, path_ + ": flush");
-        if (int e = background_flush_error()) return errno_error(e, path_ + ": flush");
+        if (int e = flush_behind_.take_error()) return errno_error(e, path_ + ": flush");
         return {};
     }
 
@@ -551,14 +545,10 @@ private:
         if (!writable && !no_flush_ && ::fdatasync(fd_.get()) != 0 && errno != EINVAL) {
             return errno_error(errno, path_ + ": flush");
         }
-        // The flush-behind thread flushes the old descriptor: it stops here (a writable
-        // reopen starts a new one at its first write).
-        if (int e = background_flush_error()) return errno_error(e, path_ + ": flush");
-        {
-            std::lock_guard lock(fb_mu_);
-            fb_.store(nullptr, std::memory_order_release);
-            flush_behind_.reset();
-        }
+        // The flush-behind thread flushes fd_: it stops before fd_ changes (a writable
+        // reopen starts it again when enough is written).
+        if (int e = flush_behind_.take_error()) return errno_error(e, path_ + ": flush");
+        flush_behind_.stop();
         fd_ = std::move(nf);
         if (dio_.get() >= 0) dio_ = std::move(nd);
         read_only_ = !writable;
@@ -568,28 +558,10 @@ private:
         return {};
     }
 
-    FlushBehind& flush_behind() {
-        if (FlushBehind* f = fb_.load(std::memory_order_acquire)) return *f;
-        std::lock_guard lock(fb_mu_);
-        if (!flush_behind_) {
-            const int fd = fd_.get();
-            flush_behind_ = std::make_unique<FlushBehind>(kFlushBehindBytes, [fd] { return ::fdatasync(fd) == 0 ? 0 : errno; });
-            fb_.store(flush_behind_.get(), std::memory_order_release);
-        }
-        return *flush_behind_;
-    }
-    int background_flush_error() {
-        std::lock_guard lock(fb_mu_);
-        return flush_behind_ ? flush_behind_->take_error() : 0;
-    }
-
     std::string path_;
     Fd fd_;
     // After fd_: destroyed (its thread joined) before the descriptor it flushes is closed.
-    std::mutex fb_mu_;
-    std::unique_ptr<FlushBehind> flush_behind_;
-    std::atomic<FlushBehind*> fb_{nullptr};
-    std::atomic<uint64_t> written_{0};  // bytes written through this node
+    FlushBehind flush_behind_{kFlushBehindBytes, [this] { return ::fdatasync(fd_.get()) == 0 ? 0 : errno; }};
     Fd dio_;             // cache.direct: fd_'s file opened with O_DIRECT
     uint64_t align_ = 0;  // cache.direct: the alignment O_DIRECT needs; 0: buffered
     // Held exclusively by a direct write that merges partial blocks, shared by the others.

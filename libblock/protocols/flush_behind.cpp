@@ -7,15 +7,22 @@
 namespace blk {
 
 FlushBehind::FlushBehind(uint64_t every, std::function<int()> flush)
-    : every_(every ? every : 1), flush_(std::move(flush)), thread_([this] { run(); }) {}
+    : every_(every ? every : 1), flush_(std::move(flush)) {}
 
-FlushBehind::~FlushBehind() {
+FlushBehind::~FlushBehind() { stop(); }
+
+void FlushBehind::stop() {
     {
         std::lock_guard lock(mu_);
+        if (!thread_.joinable()) return;
         stop_ = true;
     }
     cv_.notify_one();
     thread_.join();
+    std::lock_guard lock(mu_);
+    thread_ = std::thread();
+    stop_ = false;
+    pending_ = false;
 }
 
 void FlushBehind::wrote(uint64_t bytes) {
@@ -24,6 +31,7 @@ void FlushBehind::wrote(uint64_t bytes) {
     {
         std::lock_guard lock(mu_);
         pending_ = true;
+        if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
     }
     cv_.notify_one();
 }

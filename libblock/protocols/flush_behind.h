@@ -30,9 +30,10 @@ inline constexpr uint64_t kFlushBehindBytes = 64u << 20;
 class FlushBehind {
 public:
     // `flush` makes what was written so far durable and returns 0 or an errno value; it runs
-    // on the object's own thread, one call at a time.
+    // on the object's own thread, one call at a time. The thread starts with the first
+    // flush asked for: objects that never see `every` bytes never start one.
     FlushBehind(uint64_t every, std::function<int()> flush);
-    ~FlushBehind();  // waits for a flush under way
+    ~FlushBehind();  // stop()
     FlushBehind(const FlushBehind&) = delete;
     FlushBehind& operator=(const FlushBehind&) = delete;
 
@@ -44,6 +45,9 @@ public:
     // made meanwhile may have found it taken). EINVAL (a file that cannot be flushed) is not
     // an error.
     int take_error();
+    // Ends the thread, after a flush under way; the next flush asked for starts it again.
+    // Not while wrote() runs.
+    void stop();
 
 private:
     void run();
@@ -58,7 +62,7 @@ private:
     bool stop_ = false;
     int error_ = 0;
     std::atomic<uint64_t> written_{0};
-    std::thread thread_;  // last: it starts with everything above ready
+    std::thread thread_;
 };
 
 }  // namespace blk
