@@ -234,7 +234,7 @@ void bench_set(const Clusters& set) {
     const Outcome qs = run_compress(set, qemu_zstd, true);
     row("zstd default level (qemu: a new context per cluster, streaming)", qs, set, nullptr);
     const Outcome os = run_compress(set, [](auto in, auto out) { return ours(CompressionType::Zstd, in, out); }, false);
-    row("blkimg zstd (reused context, streaming)", os, set, &qs);
+    row("blkimg zstd (reused context, one pass from the input)", os, set, &qs);
 
     std::printf("\n| decompression | MB/s per core |\n|---|---:|\n");
     std::printf("| zlib inflate (qemu: a new stream per cluster) | %.0f |\n", run_decompress(set, qz.streams, qemu_inflate));

@@ -59,19 +59,21 @@ std::optional<size_t> qemu_deflate_size(std::span<const std::byte> in, size_t ma
     return max_out - s.avail_out;
 }
 
-// qemu's zstd: a fresh context at the default level, streaming into max_out bytes.
-std::optional<size_t> qemu_zstd_size(std::span<const std::byte> in, size_t max_out) {
+// qemu's zstd: a fresh context at the default level, streaming into max_out bytes; the
+// frame, or nullopt when it does not fit.
+std::optional<std::vector<std::byte>> qemu_zstd(std::span<const std::byte> in, size_t max_out) {
     ZSTD_CCtx* c = ZSTD_createCCtx();
     std::vector<std::byte> out(max_out);
     ZSTD_outBuffer ob{out.data(), out.size(), 0};
     ZSTD_inBuffer ib{in.data(), in.size(), 0};
-    std::optional<size_t> res;
+    std::optional<std::vector<std::byte>> res;
     for (;;) {
         const size_t r = ZSTD_compressStream2(c, &ob, &ib, ZSTD_e_end);
         REQUIRE_FALSE(ZSTD_isError(r));
         if (ob.pos + r > ob.size) break;  // qemu: does not fit
         if (r == 0) {
-            res = ob.pos;
+            out.resize(ob.pos);
+            res = std::move(out);
             break;
         }
     }
@@ -205,7 +207,7 @@ TEST_CASE("deflate uses matches exactly 4096 bytes back but none 4097 back") {
     CHECK_FALSE(*b);
 }
 
-TEST_CASE("every zstd cluster decompresses with plain ZSTD_decompress and is no larger than qemu's") {
+TEST_CASE("every zstd cluster is the frame qemu writes, and decompresses with plain ZSTD_decompress") {
     for (size_t cs : kClusterSizes) {
         for (Kind k : kKinds) {
             CAPTURE(cs);
@@ -213,13 +215,31 @@ TEST_CASE("every zstd cluster decompresses with plain ZSTD_decompress and is no 
             const auto data = blkdata::make(k, cs, 7 * cs + size_t(k));
             auto r = compress_cluster_data(CompressionType::Zstd, data, cs - 1);
             REQUIRE(r);
-            const auto qemu = qemu_zstd_size(data, cs - 1);
+            const auto qemu = qemu_zstd(data, cs - 1);
             CHECK(bool(*r) == bool(qemu));
-            if (!*r) continue;
-            CHECK((*r)->size() <= *qemu);
+            if (!*r || !qemu) continue;
+            CHECK(**r == *qemu);
             std::vector<std::byte> back(cs);
             CHECK(ZSTD_decompress(back.data(), back.size(), (*r)->data(), (*r)->size()) == cs);
             CHECK(back == data);
+        }
+    }
+}
+
+TEST_CASE("a zstd frame that fills max_out exactly is kept, one byte less is stored plain, as qemu does") {
+    for (Kind k : {Kind::Text, Kind::Pattern, Kind::HalfRandomHalfZero, Kind::HalfZeroHalfRandom}) {
+        CAPTURE(std::string(blkdata::kind_name(k)));
+        const auto data = blkdata::make(k, 65536, 3 + size_t(k));
+        const auto frame = qemu_zstd(data, 65535);
+        REQUIRE(frame);
+        for (size_t max_out : {frame->size() + 1, frame->size(), frame->size() - 1}) {
+            CAPTURE(max_out);
+            auto r = compress_cluster_data(CompressionType::Zstd, data, max_out);
+            REQUIRE(r);
+            const auto qemu = qemu_zstd(data, max_out);
+            REQUIRE(bool(*r) == bool(qemu));
+            CHECK(bool(*r) == (max_out >= frame->size()));
+            if (*r) CHECK(**r == *qemu);
         }
     }
 }

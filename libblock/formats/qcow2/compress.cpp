@@ -190,14 +190,19 @@ public:
         return zdctx_.get();
     }
 
-#ifdef BLK_HAVE_ISAL
-    // igzip's one-shot deflate wants room beyond the stream it writes: a stream that would
-    // fit exactly is refused. It writes here, and the stream is copied out if it fits.
-    std::span<std::byte> isal_scratch(size_t max_out) {
-        const size_t need = max_out + kIsalSlack;
-        if (isal_scratch_.size() < need) isal_scratch_.resize(need);
-        return std::span(isal_scratch_).first(need);
+    // Every compressor writes its stream here first, and the caller copies out what it
+    // keeps: the one-shot encoders (igzip, zstd's single pass) want room beyond the stream,
+    // and a buffer allocated per cluster would be cleared and faulted in every time. Not
+    // zeroed: only the bytes an encoder wrote are ever read.
+    std::span<std::byte> scratch(size_t need) {
+        if (scratch_size_ < need) {
+            scratch_ = std::make_unique_for_overwrite<std::byte[]>(need);
+            scratch_size_ = need;
+        }
+        return {scratch_.get(), need};
     }
+
+#ifdef BLK_HAVE_ISAL
 
     isal_zstream* isal_deflate() {
         if (!isal_deflate_) {
@@ -249,8 +254,9 @@ private:
     std::unique_ptr<isal_zstream> isal_deflate_;
     std::unique_ptr<uint8_t[]> isal_level_buf_;
     std::unique_ptr<inflate_state> isal_inflate_;
-    std::vector<std::byte> isal_scratch_;
 #endif
+    std::unique_ptr<std::byte[]> scratch_;
+    size_t scratch_size_ = 0;
 };
 
 ThreadCodecs& codecs() {
@@ -270,43 +276,52 @@ Bytef* zout(std::span<std::byte> s) { return reinterpret_cast<Bytef*>(s.data());
 
 // --- Deflate ---
 
-[[maybe_unused]] Result<std::optional<size_t>> deflate_zlib(std::span<const std::byte> in, std::span<std::byte> out) {
-    z_stream* s = codecs().zlib_deflate();
+// A compressed stream in the calling thread's scratch buffer, valid until the thread
+// compresses again; nullopt when the stream does not fit in the caller's max_out bytes.
+using Stream = Result<std::optional<std::span<const std::byte>>>;
+
+[[maybe_unused]] Stream deflate_zlib(std::span<const std::byte> in, size_t max_out) {
+    ThreadCodecs& c = codecs();
+    const std::span<std::byte> out = c.scratch(max_out);
+    z_stream* s = c.zlib_deflate();
     if (!s) return make_error(ENOMEM, "zlib: cannot initialise deflate");
     s->next_in = zin(in);
     s->avail_in = static_cast<uInt>(in.size());
     s->next_out = zout(out);
     s->avail_out = static_cast<uInt>(out.size());
     const int ret = deflate(s, Z_FINISH);
-    if (ret == Z_STREAM_END) return std::optional<size_t>(out.size() - s->avail_out);
+    if (ret == Z_STREAM_END) return std::optional(std::span<const std::byte>(out.first(out.size() - s->avail_out)));
     // qemu's test: anything but the end of the stream means it did not fit.
     // Z_OK or Z_BUF_ERROR: the output filled up before the stream ended.
-    if (ret == Z_OK || ret == Z_BUF_ERROR) return std::optional<size_t>();
+    if (ret == Z_OK || ret == Z_BUF_ERROR) return std::optional<std::span<const std::byte>>();
     return make_error(EIO, "zlib: deflate failed");
 }
 
 #ifdef BLK_HAVE_ISAL
-Result<std::optional<size_t>> deflate_isal(std::span<const std::byte> in, std::span<std::byte> out) {
+// igzip's one-shot deflate refuses a stream that would fill its output exactly: it gets
+// kIsalSlack bytes more than max_out, and what comes out longer than max_out does not fit.
+Stream deflate_isal(std::span<const std::byte> in, size_t max_out) {
     ThreadCodecs& c = codecs();
-    const std::span<std::byte> scratch = c.isal_scratch(out.size());
+    const std::span<std::byte> scratch = c.scratch(max_out + ThreadCodecs::kIsalSlack);
     isal_zstream* s = c.isal_deflate();
     s->next_in = reinterpret_cast<uint8_t*>(const_cast<std::byte*>(in.data()));
     s->avail_in = static_cast<uint32_t>(in.size());
     s->next_out = reinterpret_cast<uint8_t*>(scratch.data());
     s->avail_out = static_cast<uint32_t>(scratch.size());
     const int ret = isal_deflate_stateless(s);
-    if (ret == STATELESS_OVERFLOW || (ret == COMP_OK && s->total_out > out.size())) return std::optional<size_t>();
+    if (ret == STATELESS_OVERFLOW || (ret == COMP_OK && s->total_out > max_out)) {
+        return std::optional<std::span<const std::byte>>();
+    }
     if (ret != COMP_OK || s->avail_in != 0) return make_error(EIO, "isa-l: deflate failed (" + std::to_string(ret) + ")");
-    std::memcpy(out.data(), scratch.data(), s->total_out);
-    return std::optional<size_t>(s->total_out);
+    return std::optional(std::span<const std::byte>(scratch.first(s->total_out)));
 }
 #endif
 
-Result<std::optional<size_t>> deflate_cluster(std::span<const std::byte> in, std::span<std::byte> out) {
+Stream deflate_cluster(std::span<const std::byte> in, size_t max_out) {
 #ifdef BLK_HAVE_ISAL
-    return deflate_isal(in, out);
+    return deflate_isal(in, max_out);
 #else
-    return deflate_zlib(in, out);
+    return deflate_zlib(in, max_out);
 #endif
 }
 
@@ -344,22 +359,20 @@ Status inflate_cluster(std::span<const std::byte> in, std::span<std::byte> out) 
 
 // --- zstd ---
 
-Result<std::optional<size_t>> compress_zstd(std::span<const std::byte> in, std::span<std::byte> out) {
-    ZSTD_CCtx* ctx = codecs().zstd_compress();
+// One frame at the default level, as qemu writes it. qemu streams into max_out bytes; here
+// zstd gets room for any frame, which lets it compress in one pass straight from `in`
+// (streaming into a smaller buffer copies the input and the frame through the context's own
+// buffers first), and the frame is kept if it fits. The frame's bytes are the same either
+// way (tests/unit/test_compress.cpp compares them with qemu's streaming call).
+Stream compress_zstd(std::span<const std::byte> in, size_t max_out) {
+    ThreadCodecs& c = codecs();
+    ZSTD_CCtx* ctx = c.zstd_compress();
     if (!ctx) return make_error(ENOMEM, "zstd: cannot create a context");
-    // One frame at the default level through the streaming call, as qemu writes it: unlike
-    // the one-shot ZSTD_compress2(), it also succeeds when the frame fills `out` exactly.
-    ZSTD_outBuffer ob{out.data(), out.size(), 0};
-    ZSTD_inBuffer ib{in.data(), in.size(), 0};
-    for (;;) {
-        const size_t in_pos = ib.pos, out_pos = ob.pos;
-        const size_t left = ZSTD_compressStream2(ctx, &ob, &ib, ZSTD_e_end);
-        if (ZSTD_isError(left)) return make_error(EIO, std::string("zstd: ") + ZSTD_getErrorName(left));
-        if (left == 0) return std::optional<size_t>(ob.pos);
-        // `left` more bytes at least are still to come: they will not fit.
-        if (ob.pos + left > ob.size) return std::optional<size_t>();
-        if (ib.pos == in_pos && ob.pos == out_pos) return make_error(EIO, "zstd: compression makes no progress");
-    }
+    const std::span<std::byte> out = c.scratch(ZSTD_compressBound(in.size()));
+    const size_t n = ZSTD_compress2(ctx, out.data(), out.size(), in.data(), in.size());
+    if (ZSTD_isError(n)) return make_error(EIO, std::string("zstd: ") + ZSTD_getErrorName(n));
+    if (n > max_out) return std::optional<std::span<const std::byte>>();
+    return std::optional(std::span<const std::byte>(out.first(n)));
 }
 
 Status decompress_zstd(std::span<const std::byte> in, std::span<std::byte> out) {
@@ -382,6 +395,13 @@ Status decompress_zstd(std::span<const std::byte> in, std::span<std::byte> out) 
         in = in.subspan(frame);
     }
     return {};
+}
+
+Stream compress_stream(CompressionType type, std::span<const std::byte> in, size_t max_out) {
+    if (type == CompressionType::Zstd) return compress_zstd(in, max_out);
+    // The probe runs first: random clusters cost no encoder run.
+    if (cluster_looks_incompressible(in)) return std::optional<std::span<const std::byte>>();
+    return deflate_cluster(in, max_out);
 }
 
 }  // namespace
@@ -407,23 +427,17 @@ const char* deflate_encoder_name() {
 
 Result<std::optional<size_t>> compress_cluster_into(CompressionType type, std::span<const std::byte> in,
                                                     std::span<std::byte> out) {
-    if (type == CompressionType::Zstd) return compress_zstd(in, out);
-    if (cluster_looks_incompressible(in)) return std::optional<size_t>();
-    return deflate_cluster(in, out);
+    BLK_TRY_ASSIGN(auto stream, compress_stream(type, in, out.size()));
+    if (!stream) return std::optional<size_t>();
+    std::memcpy(out.data(), stream->data(), stream->size());
+    return std::optional<size_t>(stream->size());
 }
 
 Result<std::optional<std::vector<std::byte>>> compress_cluster_data(CompressionType type, std::span<const std::byte> in,
                                                                     size_t max_out) {
-    // The probe runs before the buffer is allocated: random clusters cost no allocation.
-    if (type != CompressionType::Zstd && cluster_looks_incompressible(in)) {
-        return std::optional<std::vector<std::byte>>();
-    }
-    std::vector<std::byte> out(max_out);
-    auto n = type == CompressionType::Zstd ? compress_zstd(in, out) : deflate_cluster(in, out);
-    if (!n) return std::move(n).error();
-    if (!*n) return std::optional<std::vector<std::byte>>();
-    out.resize(**n);
-    return std::optional<std::vector<std::byte>>(std::move(out));
+    BLK_TRY_ASSIGN(auto stream, compress_stream(type, in, max_out));
+    if (!stream) return std::optional<std::vector<std::byte>>();
+    return std::optional(std::vector<std::byte>(stream->begin(), stream->end()));
 }
 
 Status decompress_cluster(CompressionType type, std::span<const std::byte> in, std::span<std::byte> out) {
