@@ -30,6 +30,8 @@ NOT_EXAMPLES = {
     ("README.md", "bash .ci/run"): "runs the whole suite, this test included",
     ("README.md", 'SIZES="256M 1G 4G" SETTLE=3 CASES=raw-qcow2,qcow2-raw,chain-qcow2,zlib-raw,zstd-raw \\'):
         "the benchmark: tens of minutes and gigabytes, run by hand",
+    ("README.md", 'WORKDIR=/var/tmp/bw SIZES="256M 1G 4G" SETTLE=5 \\'):
+        "the convert benchmark: tens of minutes and gigabytes, run by hand",
     ("README.md", 'WORKDIR=/var/tmp/bconv SIZES="256M 1G 4G" SETTLE=3 tests/bench/bench_convert.sh build/tools/blkimg 3'):
         "the convert and commit benchmarks: tens of minutes and gigabytes, run by hand",
     ("README.md", 'SIZES="256M 1G 4G" tests/bench/bench_compare.sh build/tools/blkimg 3'):
