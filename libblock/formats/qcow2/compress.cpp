@@ -203,7 +203,6 @@ public:
     }
 
 #ifdef BLK_HAVE_ISAL
-
     isal_zstream* isal_deflate() {
         if (!isal_deflate_) {
             isal_deflate_ = std::make_unique<isal_zstream>();

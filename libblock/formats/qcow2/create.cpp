@@ -311,7 +311,7 @@ namespace {
 
 // `buf` with room for `n` bytes. It grows as needed, up to kWriteChunkBytes: the metadata
 // of a small image is a few clusters, and a buffer of the full bound would cost more to
-// fault in than writing them (10 ms of a 25 ms convert of a 1 MiB image, measured).
+// fault in than writing them (10 ms of a 24 ms convert of a 1 MiB image, measured).
 std::span<std::byte> room(std::vector<std::byte>& buf, uint64_t n) {
     if (buf.size() < n) buf.resize(n);
     return std::span(buf).first(n);
